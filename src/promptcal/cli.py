@@ -19,7 +19,9 @@ EXIT_ALGORITHM_FAILURE = 3
 EXIT_TRANSIENT = 4
 
 #: Sub-command name -> module under promptcal.commands.
-COMMAND_MODULES: dict[str, str] = {}
+COMMAND_MODULES: dict[str, str] = {
+    "refcat": "refcat",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,219 @@
+"""Aperture corrections (spec A5): the normalised compensated-tophat calibration flux
+and spatial Chebyshev fits of CalibFlux/flux for PsfFlux and GaussianFlux."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from numpy.polynomial import chebyshev
+from pydantic import Field
+
+from .config import Config
+from .errors import MeasureApCorrError, NormalizedCalibrationFluxError
+
+NORMALIZED_CALIB = "base_NormalizedCompensatedTophatFlux"
+
+
+class ApCorrConfig(Config):
+    """Aperture-correction measurement."""
+
+    tophat_name: str = Field(
+        "base_CompensatedTophatFlux_12", description="Flux normalised to the aperture flux."
+    )
+    aperture_name: str = Field(
+        "base_CircularApertureFlux_12_0", description="Reference aperture flux."
+    )
+    normalization_min_snr: float = Field(200.0, ge=0, description="Tophat S/N cut [1].")
+    fluxes_to_correct: tuple[str, ...] = Field(
+        ("base_PsfFlux", "base_GaussianFlux"), description="Fluxes to correct."
+    )
+    min_snr: float = Field(200.0, ge=0, description="S/N cut of the corrected flux [1].")
+    order: int = Field(2, ge=0, description="Chebyshev order (triangular) [1].")
+    n_iterations: int = Field(4, ge=0, description="Clipping rounds [1].")
+    clip_nsigma: float = Field(4.0, gt=0, description="Clip at this × normalised MAD [1].")
+    min_degrees_of_freedom: int = Field(1, ge=0, description="N − n_params at least [1].")
+
+
+@dataclass
+class ChebyshevField:
+    """A triangular 2-D Chebyshev polynomial over a parent bounding box.
+
+    Attributes
+    ----------
+    coefficients : numpy.ndarray
+        float64 (order+1, order+1) with zeros where i + j > order.
+    bbox : tuple of float
+        (x_min, y_min, x_max, y_max) [px] mapped to [-1, 1].
+    """
+
+    coefficients: np.ndarray
+    bbox: tuple[float, float, float, float]
+
+    def _uv(self, x, y):
+        x_min, y_min, x_max, y_max = self.bbox
+        u = (2.0 * (np.asarray(x, float) - x_min) / max(x_max - x_min, 1.0)) - 1.0
+        v = (2.0 * (np.asarray(y, float) - y_min) / max(y_max - y_min, 1.0)) - 1.0
+        return u, v
+
+    def evaluate(self, x, y) -> np.ndarray:
+        """Value at parent positions."""
+        u, v = self._uv(x, y)
+        return chebyshev.chebval2d(u, v, self.coefficients)
+
+    @classmethod
+    def fit(cls, x, y, z, order: int, bbox) -> ChebyshevField:
+        """Least-squares fit with terms T_i(u) T_j(v), i + j ≤ order."""
+        field = cls(np.zeros((order + 1, order + 1)), bbox)
+        u, v = field._uv(x, y)
+        vander = chebyshev.chebvander2d(u, v, [order, order])
+        ii, jj = np.meshgrid(np.arange(order + 1), np.arange(order + 1), indexing="ij")
+        keep = (ii + jj).ravel() <= order
+        solution, *_ = np.linalg.lstsq(vander[:, keep], z, rcond=None)
+        coeffs = np.zeros((order + 1) ** 2)
+        coeffs[keep] = solution
+        field.coefficients = coeffs.reshape(order + 1, order + 1)
+        return field
+
+
+def n_params(order: int) -> int:
+    return (order + 1) * (order + 2) // 2
+
+
+class ApCorrMap(dict):
+    """Field name (e.g. ``base_PsfFlux_instFlux``) -> :class:`ChebyshevField`."""
+
+    def to_hdu(self) -> fits.BinTableHDU:
+        names = sorted(self)
+        size = max((f.coefficients.shape[0] for f in self.values()), default=1)
+        coeffs = np.zeros((len(names), size, size))
+        for k, name in enumerate(names):
+            c = self[name].coefficients
+            coeffs[k, : c.shape[0], : c.shape[1]] = c
+        bbox = np.array([self[n].bbox for n in names], float).reshape(-1, 4)
+        cols = [
+            fits.Column("name", f"{max([len(n) for n in names] + [1])}A", array=names),
+            fits.Column("bbox", "4D", array=bbox),
+            fits.Column("coefficients", f"{size * size}D", array=coeffs.reshape(len(names), -1)),
+        ]
+        hdu = fits.BinTableHDU.from_columns(cols, name="APCORR")
+        hdu.header["APCSIZE"] = size
+        return hdu
+
+    @classmethod
+    def from_hdu(cls, hdu) -> ApCorrMap:
+        size = int(hdu.header["APCSIZE"])
+        out = cls()
+        for row in hdu.data:
+            coeffs = np.asarray(row["coefficients"], float).reshape(size, size)
+            out[str(row["name"]).strip()] = ChebyshevField(coeffs, tuple(row["bbox"]))
+        return out
+
+
+def _snr(cat, name):
+    return np.asarray(cat[f"{name}_instFlux"], float) / np.asarray(
+        cat[f"{name}_instFluxErr"], float
+    )
+
+
+def normalize_calib_flux(cat, used: np.ndarray, config: ApCorrConfig, bbox) -> ChebyshevField:
+    """Add ``base_NormalizedCompensatedTophatFlux`` and point ``slot_CalibFlux`` at it.
+
+    Returns the fitted (order-0) ratio field aperture/tophat.
+    """
+    tophat = np.asarray(cat[f"{config.tophat_name}_instFlux"], float)
+    aperture = np.asarray(cat[f"{config.aperture_name}_instFlux"], float)
+    ratio = aperture / tophat
+    good = (
+        used & np.isfinite(ratio) & (_snr(cat, config.tophat_name) > config.normalization_min_snr)
+    )
+    good &= ~np.asarray(cat[f"{config.tophat_name}_flag"], bool)
+    if good.sum() >= 1:
+        value = float(np.mean(ratio[good]))
+    else:
+        fallback = used & np.isfinite(ratio) & (tophat > 0)
+        if not fallback.any():
+            raise NormalizedCalibrationFluxError(
+                "no PSF star has a usable compensated-tophat / aperture flux ratio",
+                n_psf_stars=int(used.sum()),
+            )
+        value = float(np.median(ratio[fallback]))
+    cat[f"{NORMALIZED_CALIB}_instFlux"] = tophat * value
+    cat[f"{NORMALIZED_CALIB}_instFluxErr"] = np.asarray(
+        cat[f"{config.tophat_name}_instFluxErr"], float
+    ) * abs(value)
+    cat[f"{NORMALIZED_CALIB}_flag"] = np.asarray(cat[f"{config.tophat_name}_flag"], bool)
+    cat.set_slot("slot_CalibFlux", NORMALIZED_CALIB)
+    return ChebyshevField(np.array([[value]]), bbox)
+
+
+def measure_ap_corr(cat, used: np.ndarray, config: ApCorrConfig, bbox) -> ApCorrMap:
+    """Fit CalibFlux/flux for every flux in ``config.fluxes_to_correct``.
+
+    Raises
+    ------
+    MeasureApCorrError
+        Too few stars for even a constant with ``min_degrees_of_freedom``.
+    """
+    x = np.asarray(cat["slot_Centroid_x"], float)
+    y = np.asarray(cat["slot_Centroid_y"], float)
+    calib = np.asarray(cat["slot_CalibFlux_instFlux"], float)
+    result = ApCorrMap()
+    for name in config.fluxes_to_correct:
+        flux = np.asarray(cat[f"{name}_instFlux"], float)
+        z = calib / flux
+        good = used & np.isfinite(z) & (_snr(cat, name) > config.min_snr)
+        good &= ~np.asarray(cat[f"{name}_flag"], bool) & ~np.asarray(
+            cat["slot_CalibFlux_flag"], bool
+        )
+        n = int(good.sum())
+        order = config.order
+        while order >= 0 and n - n_params(order) < config.min_degrees_of_freedom:
+            order -= 1
+        if order < 0:
+            raise MeasureApCorrError(
+                f"Unable to measure aperture correction for '{name}': only {n} sources, "
+                f"but require at least {config.min_degrees_of_freedom + 1}.",
+                name=name,
+                n_sources=n,
+                ndof=n - 1,
+            )
+        xs, ys, zs = x[good], y[good], z[good]
+        keep = np.ones(n, bool)
+        field = ChebyshevField(np.array([[np.median(zs)]]), bbox)
+        for _ in range(config.n_iterations):
+            resid = zs - field.evaluate(xs, ys)
+            mad = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep])))
+            new_keep = np.abs(resid) <= config.clip_nsigma * mad if mad > 0 else keep
+            if n_params(order) + config.min_degrees_of_freedom > new_keep.sum():
+                break
+            keep = new_keep
+            field = ChebyshevField.fit(xs[keep], ys[keep], zs[keep], order, bbox)
+        resid = zs[keep] - field.evaluate(xs[keep], ys[keep])
+        field.coefficients[0, 0] += np.median(resid)
+        mad = 1.4826 * np.median(np.abs(resid - np.median(resid)))
+        result[f"{name}_instFlux"] = field
+        result[f"{name}_instFluxErr"] = ChebyshevField(np.array([[mad]]), bbox)
+        cat[f"apcorr_{name}_used"] = np.zeros(len(cat), bool)
+        cat[f"apcorr_{name}_used"][np.flatnonzero(good)[keep]] = True
+    return result
+
+
+def apply_ap_corr(cat, ap_corr_map: ApCorrMap, names) -> None:
+    """Multiply fluxes by their corrections; adds `_apCorr`, `_apCorrErr` and `_flag_apCorr`."""
+    x = np.asarray(cat["slot_Centroid_x"], float)
+    y = np.asarray(cat["slot_Centroid_y"], float)
+    for name in names:
+        key = f"{name}_instFlux"
+        if key not in ap_corr_map:
+            continue
+        corr = ap_corr_map[key].evaluate(x, y)
+        corr_err = ap_corr_map[f"{name}_instFluxErr"].evaluate(x, y)
+        flux = np.asarray(cat[key], float)
+        err = np.asarray(cat[f"{name}_instFluxErr"], float)
+        cat[key] = flux * corr
+        cat[f"{name}_instFluxErr"] = np.abs(err * corr)
+        cat[f"{name}_apCorr"] = corr
+        cat[f"{name}_apCorrErr"] = corr_err
+        cat[f"{name}_flag_apCorr"] = ~np.isfinite(corr) | (corr <= 0)

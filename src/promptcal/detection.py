@@ -1,0 +1,164 @@
+"""Source detection (spec A4.4 and A8): PSF-matched smoothing, pixel-stdev threshold,
+peak multiplier, isotropic growth, both polarities."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from scipy import ndimage
+
+from .config import Config
+from .exposure import Exposure
+from .footprints import Footprints
+from .kernels.convolve import gaussian_taps, smooth_image_and_variance
+from .kernels.detect import find_peaks, grow_mask, label_peak_significance, significance_above
+
+log = logging.getLogger(__name__)
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+class DetectionConfig(Config):
+    """Configuration of one detection pass."""
+
+    threshold: float = Field(5.0, gt=0, description="Footprint threshold [σ of smoothed pixels].")
+    include_threshold_multiplier: float = Field(
+        1.0, ge=1.0, description="A footprint is kept if its peak exceeds threshold × this [1]."
+    )
+    n_sigma_to_grow: float = Field(
+        2.4, ge=0, description="Footprints are grown by ⌊this × PSF σ + ½⌋ [PSF σ]."
+    )
+    polarity: Literal["positive", "negative", "both"] = Field(
+        "positive", description="Which signs of sources to detect."
+    )
+    min_pixels: int = Field(1, ge=1, description="Minimum footprint size before growth [px].")
+    do_re_estimate_background: bool = Field(
+        True, description="Re-fit the background with detections masked, after detecting."
+    )
+
+
+@dataclass
+class DetectionResult:
+    """Footprints found by one pass.
+
+    Attributes
+    ----------
+    positive, negative : Footprints or None
+        Footprints by polarity (None when that polarity was not searched).
+    threshold : float
+        Threshold used [σ].
+    """
+
+    positive: Footprints | None
+    negative: Footprints | None
+    threshold: float
+
+    @property
+    def n_positive_peaks(self) -> int:
+        return 0 if self.positive is None else int(self.positive.peak_x.size)
+
+    @property
+    def n_negative_peaks(self) -> int:
+        return 0 if self.negative is None else int(self.negative.peak_x.size)
+
+
+def smooth_for_detection(exposure: Exposure, psf_sigma: float):
+    """Smooth image and variance with a Gaussian of the PSF σ [px].
+
+    Returns
+    -------
+    smoothed, smoothed_var : numpy.ndarray
+        float32 arrays; zero in the invalid border.
+    half_width : int
+        Width of the invalid border [px].
+    """
+    taps = gaussian_taps(psf_sigma)
+    ignore = exposure.mask.is_set("NO_DATA")
+    smoothed, smoothed_var = smooth_image_and_variance(
+        exposure.image, exposure.variance, ignore, taps
+    )
+    return smoothed, smoothed_var, taps.size // 2
+
+
+def _footprints_of_polarity(
+    smoothed, smoothed_var, polarity: int, config: DetectionConfig, grow_radius: int, xy0
+) -> Footprints:
+    above = significance_above(smoothed, smoothed_var, config.threshold, polarity)
+    labels, n_labels = ndimage.label(above, structure=_EIGHT_CONNECTED)
+    labels = labels.astype(np.int32, copy=False)
+    peak_sig, _, _ = label_peak_significance(labels, n_labels, smoothed, smoothed_var, polarity)
+    keep = peak_sig > config.threshold * config.include_threshold_multiplier
+    if config.min_pixels > 1:
+        sizes = np.bincount(labels.ravel(), minlength=n_labels + 1)[1:]
+        keep &= sizes >= config.min_pixels
+    grown = grow_mask(labels, keep, grow_radius)
+    final_labels, _n_final = ndimage.label(grown, structure=_EIGHT_CONNECTED)
+    final_labels = final_labels.astype(np.int32, copy=False)
+    slices = ndimage.find_objects(final_labels)
+    bbox = np.array(
+        [(s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1) for s in slices], dtype=np.int64
+    ).reshape(-1, 4)
+    core = above & (keep[np.maximum(labels - 1, 0)] & (labels > 0))
+    p_label, p_x, p_y, p_sig, p_val = find_peaks(
+        final_labels, core, smoothed, smoothed_var, polarity, config.threshold
+    )
+    order = np.lexsort((-p_val, p_label))
+    return Footprints(
+        labels=final_labels,
+        bbox=bbox,
+        peak_footprint=(p_label[order] - 1).astype(np.int64),
+        peak_x=p_x[order],
+        peak_y=p_y[order],
+        peak_significance=p_sig[order],
+        peak_value=p_val[order],
+        xy0=(int(xy0[0]), int(xy0[1])),
+    )
+
+
+def detect_footprints(
+    exposure: Exposure, psf_sigma: float, config: DetectionConfig, *, smoothed=None
+) -> DetectionResult:
+    """Detect footprints and set the DETECTED / DETECTED_NEGATIVE / EDGE mask planes.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        Background-subtracted exposure; its mask is updated in place.
+    psf_sigma : float
+        Gaussian σ of the current PSF [px]; sets smoothing and growth.
+    config : DetectionConfig
+        Thresholds and switches.
+    smoothed : tuple, optional
+        A cached result of :func:`smooth_for_detection` for the same pixels.
+    """
+    if smoothed is None:
+        smoothed = smooth_for_detection(exposure, psf_sigma)
+    image_s, var_s, half = smoothed
+    grow_radius = int(config.n_sigma_to_grow * psf_sigma + 0.5)
+    mask = exposure.mask
+    edge_bit = mask.bit("EDGE")
+    if half > 0:
+        mask.array[:half, :] |= edge_bit
+        mask.array[-half:, :] |= edge_bit
+        mask.array[:, :half] |= edge_bit
+        mask.array[:, -half:] |= edge_bit
+    positive = negative = None
+    detected_bit, negative_bit = mask.bit("DETECTED"), mask.bit("DETECTED_NEGATIVE")
+    mask.array &= ~np.int32(detected_bit | negative_bit)
+    if config.polarity in ("positive", "both"):
+        positive = _footprints_of_polarity(image_s, var_s, 1, config, grow_radius, exposure.xy0)
+        mask.array[positive.labels > 0] |= detected_bit
+    if config.polarity in ("negative", "both"):
+        negative = _footprints_of_polarity(image_s, var_s, -1, config, grow_radius, exposure.xy0)
+        mask.array[negative.labels > 0] |= negative_bit
+    log.debug(
+        "Detected %d positive and %d negative footprints at %.1fσ",
+        0 if positive is None else positive.n,
+        0 if negative is None else negative.n,
+        config.threshold,
+    )
+    return DetectionResult(positive, negative, config.threshold)

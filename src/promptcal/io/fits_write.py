@@ -1,0 +1,143 @@
+"""Write an exposure in the afw multi-extension layout (design §3, ``docs/fits-layout.md``).
+
+The file is written to a temporary name in the target directory and renamed into place
+with :func:`os.replace`, so readers never see a partial product and a replayed message
+overwrites the previous product atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ..errors import InvalidInputError
+from ..exposure import Exposure
+from .fits_read import PLANE_NAMES
+from .frames import origin_cards, wcs_to_header
+from .header import (
+    CANONICAL_KEYS,
+    detector_cards,
+    is_reserved,
+    photo_calib_cards,
+    set_card,
+    visit_cards,
+)
+
+log = logging.getLogger(__name__)
+
+#: Lossless tile compression: floats are gzipped without quantisation, ints Rice-coded.
+_FLOAT_COMPRESSION = {"compression_type": "GZIP_2", "quantize_level": 0.0}
+_INT_COMPRESSION = {"compression_type": "RICE_1"}
+
+
+def _primary_header(exposure: Exposure) -> fits.Header:
+    header = fits.Header()
+    for key, value in exposure.metadata.items():
+        key_upper = str(key).upper()
+        if key_upper in CANONICAL_KEYS or is_reserved(key_upper):
+            continue  # rebuilt from the model below (or structural)
+        set_card(header, key_upper, value)
+    visit_cards(header, exposure.visit_info, exposure.band)
+    if exposure.detector is not None:
+        detector_cards(header, exposure.detector)
+    if exposure.photo_calib is not None:
+        photo_calib_cards(header, exposure.photo_calib)
+    return header
+
+
+def _plane_hdu(data: np.ndarray, header: fits.Header, name: str, compress: bool) -> Any:
+    header["EXTNAME"] = name
+    if not compress:
+        return fits.ImageHDU(data, header=header, name=name)
+    options = _FLOAT_COMPRESSION if data.dtype.kind == "f" else _INT_COMPRESSION
+    return fits.CompImageHDU(data, header=header, name=name, **options)
+
+
+def build_hdulist(
+    exposure: Exposure, *, extra_hdus: Iterable[Any] = (), compress: bool = False
+) -> fits.HDUList:
+    """The HDU list that :func:`write_exposure` writes (primary, planes, extras)."""
+    image_header = fits.Header()
+    if exposure.wcs is not None:
+        image_header.update(wcs_to_header(exposure.wcs, exposure.xy0))
+    origin_cards(image_header, exposure.xy0)
+    bunit = exposure.metadata.get("BUNIT")
+    if bunit:
+        set_card(image_header, "BUNIT", str(bunit), "pixel unit")
+    mask_header = fits.Header()
+    for plane, bit in sorted(exposure.mask.planes.items(), key=lambda item: item[1]):
+        set_card(mask_header, f"MP_{plane}", int(bit), "mask plane bit")
+    origin_cards(mask_header, exposure.xy0)
+    variance_header = fits.Header()
+    origin_cards(variance_header, exposure.xy0)
+
+    hdus = [
+        fits.PrimaryHDU(header=_primary_header(exposure)),
+        _plane_hdu(_native(exposure.image, np.float32), image_header, "IMAGE", compress),
+        _plane_hdu(_native(exposure.mask.array, np.int32), mask_header, "MASK", compress),
+        _plane_hdu(_native(exposure.variance, np.float32), variance_header, "VARIANCE", compress),
+    ]
+    seen = set(PLANE_NAMES)
+    for hdu in extra_hdus:
+        if isinstance(hdu, fits.PrimaryHDU):
+            hdu = fits.ImageHDU(hdu.data, header=hdu.header)
+        extname = str(hdu.header.get("EXTNAME", "")).strip().upper()
+        if not extname:
+            raise InvalidInputError(f"extra HDU {type(hdu).__name__} needs an EXTNAME")
+        if extname in seen:
+            raise InvalidInputError(f"extra HDU name {extname!r} is already used in this file")
+        seen.add(extname)
+        hdus.append(hdu)
+    return fits.HDUList(hdus)
+
+
+def _native(array: np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def write_exposure(
+    exposure: Exposure,
+    path: str | os.PathLike[str],
+    *,
+    extra_hdus: Iterable[Any] = (),
+    compress: bool = False,
+) -> None:
+    """Write ``exposure`` atomically in the afw layout.
+
+    Parameters
+    ----------
+    exposure : Exposure
+        What to write. ``metadata`` goes into the primary header (keys upper-cased; values
+        that are not finite FITS scalars are skipped with a warning), ``metadata["BUNIT"]``
+        into the ``IMAGE`` header.
+    path : str or os.PathLike
+        Destination; missing parent directories are created.
+    extra_hdus : iterable of astropy HDUs
+        Appended after ``VARIANCE`` (PSF, aperture corrections, background, summary...);
+        each needs a unique EXTNAME.
+    compress : bool
+        Write the planes as lossless tile-compressed HDUs.
+    """
+    hdul = build_hdulist(exposure, extra_hdus=extra_hdus, compress=compress)
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            hdul.writeto(stream, output_verify="exception")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are meant to be shared
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

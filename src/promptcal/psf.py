@@ -1,0 +1,189 @@
+"""PSF models: an analytic Gaussian and a pixel-basis model with polynomial
+spatial variation (psfex-like). Positions are parent pixel coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.io import fits
+
+from .kernels.measure import adaptive_moments
+from .kernels.psf import shift_stamp
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def polynomial_terms(order: int) -> list[tuple[int, int]]:
+    """Exponents ``(i, j)`` of x^i y^j with i + j ≤ order, in a fixed order."""
+    return [(total - j, j) for total in range(order + 1) for j in range(total + 1)]
+
+
+def kernel_shape(image: np.ndarray, sigma_guess: float) -> tuple[float, float, float]:
+    """Adaptive second moments (Ixx, Iyy, Ixy) [px²] of a centred kernel image."""
+    size = image.shape[0]
+    padded = np.zeros((size + 130, size + 130), np.float32)
+    padded[65 : 65 + size, 65 : 65 + size] = image
+    labels = np.zeros(padded.shape, np.int32)
+    centre = np.array([65 + size // 2], np.float64)
+    xx, yy, xy, _flags = adaptive_moments(
+        padded, padded, labels, np.zeros(1, np.int32), centre, centre, sigma_guess, 200, 1e-9
+    )
+    return float(xx[0]), float(yy[0]), float(xy[0])
+
+
+class PsfModel:
+    """Common interface of PSF models."""
+
+    size: int
+
+    def kernel_image(self, x: float, y: float) -> np.ndarray:
+        """Centred, unit-sum kernel image (size × size) at parent position (x, y)."""
+        raise NotImplementedError
+
+    def stamps(self, x: np.ndarray, y: np.ndarray, xy0=(0, 0)):
+        """Unit-sum PSF images centred on each parent (x, y), for fitting on the array.
+
+        Returns
+        -------
+        stamps : numpy.ndarray
+            float64 (n, size, size).
+        origin_x, origin_y : numpy.ndarray
+            int64 array coordinates of each stamp's pixel [0, 0].
+        """
+        x = np.atleast_1d(np.asarray(x, np.float64))
+        y = np.atleast_1d(np.asarray(y, np.float64))
+        half = self.size // 2
+        out = np.empty((x.size, self.size, self.size))
+        ax = x - xy0[0]
+        ay = y - xy0[1]
+        cx = np.floor(ax + 0.5).astype(np.int64)
+        cy = np.floor(ay + 0.5).astype(np.int64)
+        for i in range(x.size):
+            out[i] = self._shifted(x[i], y[i], ax[i] - cx[i], ay[i] - cy[i])
+        return out, cx - half, cy - half
+
+    def _shifted(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
+        stamp = shift_stamp(self.kernel_image(x, y).astype(np.float64), dx, dy, 3)
+        return stamp / stamp.sum()
+
+    def shape(self, x: float, y: float) -> tuple[float, float, float]:
+        """Adaptive moments (Ixx, Iyy, Ixy) [px²] of the kernel at (x, y)."""
+        return kernel_shape(self.kernel_image(x, y), self.sigma_guess)
+
+    def determinant_radius(self, x: float, y: float) -> float:
+        """(Ixx Iyy − Ixy²)^¼ [px] at (x, y)."""
+        xx, yy, xy = self.shape(x, y)
+        return float((xx * yy - xy * xy) ** 0.25)
+
+    @property
+    def sigma_guess(self) -> float:
+        raise NotImplementedError
+
+
+class GaussianPsf(PsfModel):
+    """A circular Gaussian PSF.
+
+    Parameters
+    ----------
+    sigma : float
+        Gaussian σ [px].
+    size : int
+        Odd stamp width [px].
+    """
+
+    def __init__(self, sigma: float, size: int | None = None) -> None:
+        self.sigma = float(sigma)
+        self.size = int(size) if size is not None else stamp_size_for(self.sigma)
+
+    @property
+    def sigma_guess(self) -> float:
+        return self.sigma
+
+    def _profile(self, dx: float, dy: float) -> np.ndarray:
+        half = self.size // 2
+        offsets = np.arange(-half, half + 1, dtype=np.float64)
+        gx = np.exp(-0.5 * ((offsets - dx) / self.sigma) ** 2)
+        gy = np.exp(-0.5 * ((offsets - dy) / self.sigma) ** 2)
+        stamp = np.outer(gy, gx)
+        return stamp / stamp.sum()
+
+    def kernel_image(self, x: float, y: float) -> np.ndarray:
+        return self._profile(0.0, 0.0)
+
+    def _shifted(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
+        return self._profile(dx, dy)
+
+    def to_hdu(self) -> fits.BinTableHDU:
+        hdu = fits.BinTableHDU.from_columns([fits.Column("sigma", "D", array=[self.sigma])])
+        hdu.header["EXTNAME"] = "PSF"
+        hdu.header["PSFTYPE"] = "GAUSSIAN"
+        hdu.header["PSFSIZE"] = self.size
+        return hdu
+
+
+class PixelPsf(PsfModel):
+    """Pixel-basis PSF whose every pixel is a polynomial in position.
+
+    Parameters
+    ----------
+    coefficients : numpy.ndarray
+        float64 (n_terms, size, size) images multiplying each polynomial term.
+    order : int
+        Polynomial order of the spatial variation.
+    center, scale : tuple of float
+        Parent (x, y) centre and half-extent [px] used to normalise positions to ~[-1, 1].
+    """
+
+    def __init__(self, coefficients, order, center, scale, sigma_guess) -> None:
+        self.coefficients = np.ascontiguousarray(coefficients, np.float64)
+        self.order = int(order)
+        self.center = (float(center[0]), float(center[1]))
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.size = int(self.coefficients.shape[1])
+        self._sigma_guess = float(sigma_guess)
+
+    @property
+    def sigma_guess(self) -> float:
+        return self._sigma_guess
+
+    def term_values(self, x, y) -> np.ndarray:
+        """Polynomial terms at parent positions; shape (n_terms, n)."""
+        u = (np.atleast_1d(np.asarray(x, np.float64)) - self.center[0]) / self.scale[0]
+        v = (np.atleast_1d(np.asarray(y, np.float64)) - self.center[1]) / self.scale[1]
+        return np.array([u**i * v**j for i, j in polynomial_terms(self.order)])
+
+    def kernel_image(self, x: float, y: float) -> np.ndarray:
+        terms = self.term_values(x, y)[:, 0]
+        image = np.tensordot(terms, self.coefficients, axes=1)
+        return image / image.sum()
+
+    def to_hdu(self) -> fits.ImageHDU:
+        hdu = fits.ImageHDU(self.coefficients.astype(np.float64), name="PSF")
+        hdu.header["PSFTYPE"] = "PIXEL"
+        hdu.header["PSFORDER"] = self.order
+        hdu.header["PSFCX"], hdu.header["PSFCY"] = self.center
+        hdu.header["PSFSX"], hdu.header["PSFSY"] = self.scale
+        hdu.header["PSFSIG0"] = self._sigma_guess
+        return hdu
+
+
+def stamp_size_for(sigma: float, minimum: int = 15, maximum: int = 41) -> int:
+    """Odd stamp width covering ±5σ, clipped to [minimum, maximum] [px]."""
+    size = 2 * int(np.ceil(5.0 * sigma)) + 1
+    return int(np.clip(size, minimum, maximum)) | 1
+
+
+def psf_from_hdu(hdu) -> PsfModel:
+    """Rebuild a PSF model written by ``to_hdu``."""
+    kind = hdu.header["PSFTYPE"]
+    if kind == "GAUSSIAN":
+        return GaussianPsf(float(hdu.data["sigma"][0]), int(hdu.header["PSFSIZE"]))
+    if kind == "PIXEL":
+        h = hdu.header
+        return PixelPsf(
+            np.asarray(hdu.data),
+            h["PSFORDER"],
+            (h["PSFCX"], h["PSFCY"]),
+            (h["PSFSX"], h["PSFSY"]),
+            h["PSFSIG0"],
+        )
+    raise ValueError(f"unknown PSF type {kind!r}")

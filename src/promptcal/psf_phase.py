@@ -1,0 +1,164 @@
+"""The PSF phase of CalibrateImageTask (spec A4): background, repair, detection,
+measurement and PSF fitting, iterated; then aperture corrections (A5)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .apcorr import ApCorrMap, measure_ap_corr, normalize_calib_flux
+from .background import BackgroundList, subtract_background
+from .catalog import SourceCatalog
+from .detection import detect_footprints
+from .errors import AllCentroidsFlaggedError
+from .exposure import Exposure
+from .footprints import Footprints
+from .ids import IdGenerator
+from .measurement import SourceSeeds, measure_sources
+from .psf import FWHM_PER_SIGMA, GaussianPsf, PsfModel
+from .psf_determiner import fit_psf, select_psf_candidates
+from .repair import repair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PsfPhaseResult:
+    """What the PSF phase produced.
+
+    Attributes
+    ----------
+    psf_stars : SourceCatalog
+        The PSF-phase catalog with ``calib_psf_*`` flags.
+    footprints : Footprints
+        Their footprints.
+    seeds : SourceSeeds
+        Source → footprint mapping used for measurement.
+    background : BackgroundList
+        Background elements subtracted so far.
+    psf : PsfModel
+        The fitted PSF model.
+    """
+
+    psf_stars: SourceCatalog
+    footprints: Footprints
+    seeds: SourceSeeds
+    background: BackgroundList
+    psf: PsfModel
+
+
+def initial_psf(exposure: Exposure, default_fwhm: float, default_size: int) -> PsfModel:
+    """The exposure's PSF, else a Gaussian from ``PSF_FWHM`` [px], else the default."""
+    if exposure.psf is not None:
+        return exposure.psf
+    fwhm = exposure.metadata.get("PSF_FWHM")
+    if fwhm is not None and np.isfinite(float(fwhm)) and float(fwhm) > 0:
+        return GaussianPsf(float(fwhm) / FWHM_PER_SIGMA)
+    return GaussianPsf(default_fwhm / FWHM_PER_SIGMA, default_size)
+
+
+def check_centroids(cat: SourceCatalog) -> None:
+    """Raise :class:`AllCentroidsFlaggedError` when every centroid is flagged."""
+    flags = np.asarray(cat["slot_Centroid_flag"], bool)
+    if flags.size and flags.all():
+        raise AllCentroidsFlaggedError(int(flags.size))
+
+
+def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhaseResult:
+    """Run the PSF phase on ``exposure`` (modified in place: background, masks, CRs).
+
+    Parameters
+    ----------
+    task : CalibrateImageTask
+        Supplies the configuration and the stage timers.
+    """
+    config = task.config
+    background = BackgroundList()
+    psf = initial_psf(exposure, config.initial_psf_fwhm, config.initial_psf_size)
+    center = exposure.center
+    with task.timer("background"):
+        background.append(subtract_background(exposure, config.background))
+    fit = None
+    for iteration in range(config.psf_iterations):
+        sigma = psf.determinant_radius(*center)
+        with task.timer("repair"):
+            repair(exposure, sigma, config.repair, keep_crs=True)
+        with task.timer("detection"):
+            detected = detect_footprints(exposure, sigma, config.psf_detection)
+            if config.psf_detection.do_re_estimate_background:
+                model = subtract_background(exposure, config.background)
+                background.append(model)
+        footprints = detected.positive
+        seeds = SourceSeeds.brightest_peaks(footprints)
+        ids = id_generator.source_ids(seeds.x.size)
+        with task.timer("measurement"):
+            cat = measure_sources(
+                exposure,
+                footprints,
+                seeds,
+                psf,
+                config.measurement,
+                ids=ids,
+                seed=id_generator.catalog_seed + iteration,
+            )
+        check_centroids(cat)
+        with task.timer("psf"):
+            candidates = select_psf_candidates(cat, config.star_selector)
+            fit = fit_psf(
+                exposure,
+                footprints,
+                seeds,
+                cat,
+                candidates,
+                config.psf,
+                sigma,
+                id_generator.catalog_seed + 101 + iteration,
+            )
+        fitted_sigma = fit.psf.determinant_radius(*center)
+        log.info(
+            "PSF iteration %d: %d sources, %d candidates, %d used, σ = %.3f px",
+            iteration,
+            len(cat),
+            candidates.sum(),
+            fit.used.sum(),
+            fitted_sigma,
+        )
+        if iteration < config.psf_iterations - 1:
+            psf = GaussianPsf(fitted_sigma)
+        else:
+            psf = fit.psf
+    with task.timer("repair"):
+        repair(exposure, psf.determinant_radius(*center), config.repair, keep_crs=False)
+    with task.timer("measurement"):
+        cat = measure_sources(
+            exposure,
+            footprints,
+            seeds,
+            psf,
+            config.measurement,
+            ids=ids,
+            seed=id_generator.catalog_seed + 1000,
+        )
+    check_centroids(cat)
+    cat["calib_psf_candidate"] = candidates
+    cat["calib_psf_used"] = fit.used
+    cat["calib_psf_reserved"] = np.zeros(len(cat), bool)
+    exposure.psf = psf
+    return PsfPhaseResult(cat, footprints, seeds, background, psf)
+
+
+def measure_aperture_correction(task, exposure: Exposure, psf_stars: SourceCatalog) -> ApCorrMap:
+    """Normalise the calibration flux and fit the aperture corrections (spec A5)."""
+    config = task.config.ap_corr
+    x_min, y_min, x_max, y_max = exposure.bbox
+    bbox = (x_min - 0.5, y_min - 0.5, x_max + 0.5, y_max + 0.5)
+    used = np.asarray(psf_stars["calib_psf_used"], bool)
+    with task.timer("apcorr"):
+        ratio = normalize_calib_flux(psf_stars, used, config, bbox)
+        ap_corr_map = measure_ap_corr(psf_stars, used, config, bbox)
+    ap_corr_map[f"{config.tophat_name}_instFlux"] = ratio
+    ap_corr_map[f"{config.tophat_name}_instFluxErr"] = type(ratio)(np.zeros((1, 1)), bbox)
+    exposure.ap_corr_map = ap_corr_map
+    return ap_corr_map
