@@ -20,7 +20,10 @@ EXIT_TRANSIENT = 4
 
 #: Sub-command name -> module under promptcal.commands.
 COMMAND_MODULES: dict[str, str] = {
+    "simulate": "simulate",
     "refcat": "refcat",
+    "broker": "broker",
+    "topics": "topics",
 }
 
 

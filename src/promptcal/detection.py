@@ -9,17 +9,23 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
-from scipy import ndimage
 
 from .config import Config
 from .exposure import Exposure
 from .footprints import Footprints
+from .kernels.components import label_components
 from .kernels.convolve import gaussian_taps, smooth_image_and_variance
-from .kernels.detect import find_peaks, grow_mask, label_peak_significance, significance_above
+from .kernels.detect import (
+    clear_bits,
+    find_peaks,
+    grow_mask,
+    kept_pixels,
+    label_peak_significance,
+    set_bits_where_labelled,
+    significance_above,
+)
 
 log = logging.getLogger(__name__)
-
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 class DetectionConfig(Config):
@@ -77,7 +83,8 @@ def smooth_for_detection(exposure: Exposure, psf_sigma: float):
         Width of the invalid border [px].
     """
     taps = gaussian_taps(psf_sigma)
-    ignore = exposure.mask.is_set("NO_DATA")
+    mask = exposure.mask
+    ignore = mask.is_set("NO_DATA") if mask.any_set("NO_DATA") else np.zeros((1, 1), bool)
     smoothed, smoothed_var = smooth_image_and_variance(
         exposure.image, exposure.variance, ignore, taps
     )
@@ -88,21 +95,15 @@ def _footprints_of_polarity(
     smoothed, smoothed_var, polarity: int, config: DetectionConfig, grow_radius: int, xy0
 ) -> Footprints:
     above = significance_above(smoothed, smoothed_var, config.threshold, polarity)
-    labels, n_labels = ndimage.label(above, structure=_EIGHT_CONNECTED)
-    labels = labels.astype(np.int32, copy=False)
+    labels, n_labels, _ = label_components(above)
     peak_sig, _, _ = label_peak_significance(labels, n_labels, smoothed, smoothed_var, polarity)
     keep = peak_sig > config.threshold * config.include_threshold_multiplier
     if config.min_pixels > 1:
         sizes = np.bincount(labels.ravel(), minlength=n_labels + 1)[1:]
         keep &= sizes >= config.min_pixels
     grown = grow_mask(labels, keep, grow_radius)
-    final_labels, _n_final = ndimage.label(grown, structure=_EIGHT_CONNECTED)
-    final_labels = final_labels.astype(np.int32, copy=False)
-    slices = ndimage.find_objects(final_labels)
-    bbox = np.array(
-        [(s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1) for s in slices], dtype=np.int64
-    ).reshape(-1, 4)
-    core = above & (keep[np.maximum(labels - 1, 0)] & (labels > 0))
+    final_labels, _, bbox = label_components(grown)
+    core = kept_pixels(labels, keep)
     p_label, p_x, p_y, p_sig, p_val = find_peaks(
         final_labels, core, smoothed, smoothed_var, polarity, config.threshold
     )
@@ -148,13 +149,13 @@ def detect_footprints(
         mask.array[:, -half:] |= edge_bit
     positive = negative = None
     detected_bit, negative_bit = mask.bit("DETECTED"), mask.bit("DETECTED_NEGATIVE")
-    mask.array &= ~np.int32(detected_bit | negative_bit)
+    clear_bits(mask.array, np.int32(detected_bit | negative_bit))
     if config.polarity in ("positive", "both"):
         positive = _footprints_of_polarity(image_s, var_s, 1, config, grow_radius, exposure.xy0)
-        mask.array[positive.labels > 0] |= detected_bit
+        set_bits_where_labelled(mask.array, positive.labels, np.int32(detected_bit))
     if config.polarity in ("negative", "both"):
         negative = _footprints_of_polarity(image_s, var_s, -1, config, grow_radius, exposure.xy0)
-        mask.array[negative.labels > 0] |= negative_bit
+        set_bits_where_labelled(mask.array, negative.labels, np.int32(negative_bit))
     log.debug(
         "Detected %d positive and %d negative footprints at %.1fσ",
         0 if positive is None else positive.n,

@@ -84,7 +84,7 @@ class AstrometryError(AlgorithmError):
     """The astrometric solution could not be found or is not good enough."""
 
 
-class BadAstrometryFit(AstrometryError):  # noqa: N818 (LSST name)
+class BadAstrometryFit(AstrometryError):
     """The astrometric fit converged but its mean offset is too large."""
 
 
@@ -92,5 +92,5 @@ class PhotometryError(AlgorithmError):
     """The photometric zero point could not be fitted."""
 
 
-class MatcherFailure(PhotometryError):  # noqa: N818 (LSST name)
+class MatcherFailure(PhotometryError):
     """No photometric reference matched a star."""

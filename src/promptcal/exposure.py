@@ -70,7 +70,15 @@ class Mask:
 
     def is_set(self, *names: str) -> np.ndarray:
         """Boolean array: any of the named planes set."""
-        return (self.array & self.bit(*names)) != 0
+        from .kernels.maskops import bits_set
+
+        return bits_set(self.array, np.int32(self.bit(*names)))
+
+    def any_set(self, *names: str) -> bool:
+        """Whether any pixel has any of the named planes set."""
+        from .kernels.maskops import any_bits_set
+
+        return bool(any_bits_set(self.array, np.int32(self.bit(*names))))
 
     def copy(self) -> Mask:
         return Mask(self.array.copy(), dict(self.planes))

@@ -7,6 +7,7 @@ from pydantic import Field
 from .apcorr import ApCorrConfig
 from .background import BackgroundConfig
 from .config import Config
+from .deblend import DeblendConfig
 from .detection import DetectionConfig
 from .errors import InvalidInputError
 from .exposure import Exposure
@@ -15,7 +16,9 @@ from .measurement import MeasurementConfig
 from .psf_determiner import PsfDeterminerConfig, StarSelectorConfig
 from .psf_phase import compute_psf, measure_aperture_correction
 from .repair import RepairConfig
+from .sky_sources import SkySourcesConfig
 from .snaps import combine_snaps
+from .star_phase import DownsampleConfig, StarSelectionConfig, find_stars, match_psf_stars
 from .task import Struct, Task, time_method
 
 
@@ -28,6 +31,14 @@ class CalibrateImageConfig(Config):
     initial_psf_size: int = Field(11, ge=3, description="Stamp width of that PSF [px].")
     psf_iterations: int = Field(
         2, ge=1, description="PSF-phase passes (LSST's legacy path fits the PSF twice) [1]."
+    )
+    psf_redetect_tolerance: float = Field(
+        0.2,
+        ge=0,
+        description="A PSF pass re-detects only if the PSF σ changed by more than this "
+        "fraction since the last detection; 0 re-detects every pass as LSST does. "
+        "Footprints of ≥50σ stars barely depend on the smoothing width, so re-detecting "
+        "within 20% costs ~0.4 s on a 4k×4k frame for no change in the PSF stars [1].",
     )
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     repair: RepairConfig = Field(default_factory=RepairConfig)
@@ -43,6 +54,13 @@ class CalibrateImageConfig(Config):
     star_selector: StarSelectorConfig = Field(default_factory=StarSelectorConfig)
     psf: PsfDeterminerConfig = Field(default_factory=PsfDeterminerConfig)
     ap_corr: ApCorrConfig = Field(default_factory=ApCorrConfig)
+    sky_sources: SkySourcesConfig = Field(default_factory=SkySourcesConfig)
+    downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
+    deblend: DeblendConfig = Field(default_factory=DeblendConfig)
+    star_selection: StarSelectionConfig = Field(default_factory=StarSelectionConfig)
+    psf_match_radius: float = Field(
+        3.0, gt=0, description="psf_stars ↔ stars match radius: max(this, PSF σ) [px]."
+    )
 
 
 class CalibrateImageTask(Task):
@@ -112,4 +130,18 @@ class CalibrateImageTask(Task):
         result.psf_stars_footprints = psf_result.psf_stars_footprints
         result.background = psf_result.background
         self.measure_aperture_correction(exposure, result.psf_stars)
+        stars = self.find_stars(exposure, result.background, id_generator, len(result.psf_stars))
+        result.stars = stars.stars
+        result.stars_footprints = stars.footprints
+        self.match_psf_stars(result.psf_stars, result.stars, exposure)
         return result
+
+    @time_method
+    def find_stars(self, exposure, background, id_generator, n_psf_stars: int = 0):
+        """Detect and measure the star catalog (spec A8)."""
+        return find_stars(self, exposure, background, id_generator, first_id=n_psf_stars + 1)
+
+    def match_psf_stars(self, psf_stars, stars, exposure=None) -> None:
+        """Copy the PSF-phase flags onto the matching stars (spec A9)."""
+        sigma = exposure.psf.determinant_radius(*exposure.center) if exposure is not None else 0
+        match_psf_stars(psf_stars, stars, max(self.config.psf_match_radius, sigma))

@@ -7,7 +7,7 @@ import numpy as np
 from astropy.io import fits
 
 from .kernels.measure import adaptive_moments
-from .kernels.psf import shift_stamp
+from .kernels.psf import pixel_psf_stamps, shift_stamp
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -57,13 +57,16 @@ class PsfModel:
         ay = y - xy0[1]
         cx = np.floor(ax + 0.5).astype(np.int64)
         cy = np.floor(ay + 0.5).astype(np.int64)
-        for i in range(x.size):
-            out[i] = self._shifted(x[i], y[i], ax[i] - cx[i], ay[i] - cy[i])
+        out = self._shifted_stamps(x, y, ax - cx, ay - cy)
         return out, cx - half, cy - half
 
-    def _shifted(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
-        stamp = shift_stamp(self.kernel_image(x, y).astype(np.float64), dx, dy, 3)
-        return stamp / stamp.sum()
+    def _shifted_stamps(self, x, y, dx, dy) -> np.ndarray:
+        """Unit-sum kernel images at (x, y) moved by sub-pixel (dx, dy); (n, S, S)."""
+        out = np.empty((x.size, self.size, self.size))
+        for i in range(x.size):
+            stamp = shift_stamp(self.kernel_image(x[i], y[i]).astype(np.float64), dx[i], dy[i], 3)
+            out[i] = stamp / stamp.sum()
+        return out
 
     def shape(self, x: float, y: float) -> tuple[float, float, float]:
         """Adaptive moments (Ixx, Iyy, Ixy) [px²] of the kernel at (x, y)."""
@@ -109,8 +112,14 @@ class GaussianPsf(PsfModel):
     def kernel_image(self, x: float, y: float) -> np.ndarray:
         return self._profile(0.0, 0.0)
 
-    def _shifted(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
-        return self._profile(dx, dy)
+    def _shifted_stamps(self, x, y, dx, dy) -> np.ndarray:
+        half = self.size // 2
+        offsets = np.arange(-half, half + 1, dtype=np.float64)
+        gx = np.exp(-0.5 * ((offsets[None, :] - dx[:, None]) / self.sigma) ** 2)
+        gy = np.exp(-0.5 * ((offsets[None, :] - dy[:, None]) / self.sigma) ** 2)
+        gx /= gx.sum(axis=1, keepdims=True)
+        gy /= gy.sum(axis=1, keepdims=True)
+        return gy[:, :, None] * gx[:, None, :]
 
     def to_hdu(self) -> fits.BinTableHDU:
         hdu = fits.BinTableHDU.from_columns([fits.Column("sigma", "D", array=[self.sigma])])
@@ -155,6 +164,10 @@ class PixelPsf(PsfModel):
         terms = self.term_values(x, y)[:, 0]
         image = np.tensordot(terms, self.coefficients, axes=1)
         return image / image.sum()
+
+    def _shifted_stamps(self, x, y, dx, dy) -> np.ndarray:
+        terms = np.ascontiguousarray(self.term_values(x, y))
+        return pixel_psf_stamps(self.coefficients, terms, dx, dy, 3)
 
     def to_hdu(self) -> fits.ImageHDU:
         hdu = fits.ImageHDU(self.coefficients.astype(np.float64), name="PSF")

@@ -12,9 +12,8 @@ from .config import Config
 from .errors import NonfinitePsfShapeError, NoPsfStarsError
 from .exposure import Exposure
 from .footprints import Footprints
-from .kernels import measure as mk
 from .kernels.psf import registered_stamps
-from .measurement import SourceSeeds, background_noise_sigma
+from .measurement import SourceSeeds, replacement_noise
 from .psf import PixelPsf, polynomial_terms, stamp_size_for
 
 log = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ def fit_psf(
     xc = np.asarray(cat["slot_Centroid_x"], float)[idx] - x0
     yc = np.asarray(cat["slot_Centroid_y"], float)[idx] - y0
     own = (seeds.footprint[idx] + 1).astype(np.int32)
-    noise = mk.replacement_noise(footprints.labels, background_noise_sigma(exposure), seed)
+    noise = replacement_noise(exposure, footprints, seed)
     stamps, variances, off = registered_stamps(
         exposure.image, exposure.variance, noise, footprints.labels, own, xc, yc, size, 3
     )

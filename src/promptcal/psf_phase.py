@@ -81,16 +81,22 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
     with task.timer("background"):
         background.append(subtract_background(exposure, config.background))
     fit = None
+    detected_sigma = None
     for iteration in range(config.psf_iterations):
         sigma = psf.determinant_radius(*center)
         with task.timer("repair"):
             repair(exposure, sigma, config.repair, keep_crs=True)
         with task.timer("detection"):
-            detected = detect_footprints(exposure, sigma, config.psf_detection)
+            # Footprints found with a smoothing σ within the tolerance are the same
+            # footprints; re-detecting would only cost time.
+            if detected_sigma is None or (
+                abs(sigma / detected_sigma - 1.0) > config.psf_redetect_tolerance
+            ):
+                footprints = detect_footprints(exposure, sigma, config.psf_detection).positive
+                detected_sigma = sigma
             if config.psf_detection.do_re_estimate_background:
                 model = subtract_background(exposure, config.background)
                 background.append(model)
-        footprints = detected.positive
         seeds = SourceSeeds.brightest_peaks(footprints)
         ids = id_generator.source_ids(seeds.x.size)
         with task.timer("measurement"):
@@ -114,7 +120,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
                 candidates,
                 config.psf,
                 sigma,
-                id_generator.catalog_seed + 101 + iteration,
+                id_generator.catalog_seed + iteration,
             )
         fitted_sigma = fit.psf.determinant_radius(*center)
         log.info(
@@ -130,7 +136,13 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
         else:
             psf = fit.psf
     with task.timer("repair"):
-        repair(exposure, psf.determinant_radius(*center), config.repair, keep_crs=False)
+        repair(
+            exposure,
+            psf.determinant_radius(*center),
+            config.repair,
+            keep_crs=False,
+            find_crs=False,
+        )
     with task.timer("measurement"):
         cat = measure_sources(
             exposure,
@@ -139,7 +151,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
             psf,
             config.measurement,
             ids=ids,
-            seed=id_generator.catalog_seed + 1000,
+            seed=id_generator.catalog_seed + config.psf_iterations - 1,
         )
     check_centroids(cat)
     cat["calib_psf_candidate"] = candidates

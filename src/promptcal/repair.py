@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from pydantic import Field
 
 from .config import Config
 from .exposure import Exposure
-from .kernels.cosmic_rays import find_cosmic_rays, interpolate_pixels
+from .kernels.cosmic_rays import interpolate_pixels, mask_cosmic_rays
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,18 @@ class RepairConfig(Config):
     )
 
 
-def repair(exposure: Exposure, psf_sigma: float, config: RepairConfig, *, keep_crs: bool) -> int:
+def repair(
+    exposure: Exposure,
+    psf_sigma: float,
+    config: RepairConfig,
+    *,
+    keep_crs: bool,
+    find_crs: bool = True,
+) -> int:
     """Interpolate defects and find cosmic rays; mask them, and repair unless ``keep_crs``.
+
+    ``find_crs=False`` only repairs the pixels already in the CR plane (the final
+    repair of the PSF phase runs on pixels the finder has just searched).
 
     Returns
     -------
@@ -39,27 +50,30 @@ def repair(exposure: Exposure, psf_sigma: float, config: RepairConfig, *, keep_c
     """
     mask = exposure.mask
     if config.do_interpolate_defects:
-        bad = mask.is_set("BAD") & ~mask.is_set("INTRP")
-        if bad.any():
-            interpolate_pixels(exposure.image, bad, config.max_interpolation_distance)
-            mask.array[bad] |= mask.bit("INTRP")
+        if mask.any_set("BAD"):
+            bad = mask.is_set("BAD") & ~mask.is_set("INTRP")
+            if bad.any():
+                interpolate_pixels(exposure.image, bad, config.max_interpolation_distance)
+                mask.array[bad] |= mask.bit("INTRP")
     if not config.do_cosmic_ray:
         return 0
-    skip = mask.is_set("SAT", "NO_DATA", "BAD", "INTRP")
-    cr = find_cosmic_rays(
-        exposure.image,
-        exposure.variance,
-        skip,
-        psf_sigma,
-        config.min_sigma,
-        config.min_dn,
-        config.cond3_fac,
-        config.cond3_fac2,
-    )
-    cr |= mask.is_set("CR")
-    mask.array[cr] |= mask.bit("CR")
-    n_cr = int(cr.sum())
+    if not find_crs:
+        n_cr = int(mask.any_set("CR"))
+    else:
+        n_cr = mask_cosmic_rays(
+            exposure.image,
+            exposure.variance,
+            mask.array,
+            np.int32(mask.bit("SAT", "NO_DATA", "BAD", "INTRP")),
+            np.int32(mask.bit("CR")),
+            psf_sigma,
+            config.min_sigma,
+            config.min_dn,
+            config.cond3_fac,
+            config.cond3_fac2,
+        )
     if not keep_crs and n_cr:
+        cr = mask.is_set("CR") & ~mask.is_set("INTRP")
         interpolate_pixels(exposure.image, cr, config.max_interpolation_distance)
         mask.array[cr] |= mask.bit("INTRP")
     log.debug("Found %d cosmic-ray pixels (keep=%s)", n_cr, keep_crs)

@@ -26,7 +26,7 @@ class Struct:
     def __init__(self, **kwargs: Any) -> None:
         self.__dict__.update(kwargs)
 
-    def getDict(self) -> dict[str, Any]:  # noqa: N802 (LSST API)
+    def getDict(self) -> dict[str, Any]:
         """Return the attributes as a dict (shallow copy)."""
         return dict(self.__dict__)
 
@@ -75,7 +75,7 @@ class Task:
 
     ConfigClass: ClassVar[type[Config]] = Config
     _DefaultName: ClassVar[str] = "task"
-    canMultiprocess: ClassVar[bool] = True  # noqa: N815 (LSST API)
+    canMultiprocess: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -99,19 +99,19 @@ class Task:
         self.log = logging.getLogger(f"promptcal.{self._full_name}")
 
     # --- LSST Task API -------------------------------------------------------
-    def getName(self) -> str:  # noqa: N802
+    def getName(self) -> str:
         """Return the task name."""
         return self._name
 
-    def getFullName(self) -> str:  # noqa: N802
+    def getFullName(self) -> str:
         """Return the hierarchical name, ``parent.child``."""
         return self._full_name
 
-    def getTaskDict(self) -> dict[str, weakref.ReferenceType[Task]]:  # noqa: N802
+    def getTaskDict(self) -> dict[str, weakref.ReferenceType[Task]]:
         """Return a shallow copy of ``full name -> weakref(task)`` for the whole tree."""
         return dict(self._task_dict)
 
-    def getFullMetadata(self) -> dict[str, TaskMetadata]:  # noqa: N802
+    def getFullMetadata(self) -> dict[str, TaskMetadata]:
         """Metadata of this task and all subtasks, keyed by full name with ``.`` → ``:``."""
         full: dict[str, TaskMetadata] = {}
         for full_name, ref in self._task_dict.items():
@@ -120,7 +120,7 @@ class Task:
                 full[full_name.replace(".", ":")] = task.metadata
         return full
 
-    def emptyMetadata(self) -> None:  # noqa: N802
+    def emptyMetadata(self) -> None:
         """Clear the metadata of this task and of all subtasks."""
         for full_name, ref in self._task_dict.items():
             task = ref()
@@ -128,13 +128,13 @@ class Task:
                 task.metadata.clear()
 
     @classmethod
-    def makeField(cls, doc: str) -> Any:  # noqa: N802
+    def makeField(cls, doc: str) -> Any:
         """Return a pydantic field holding this task's config, documented by ``doc``."""
         from pydantic import Field
 
         return Field(default_factory=cls.ConfigClass, description=doc)
 
-    def makeSubtask(self, name: str, **kwargs: Any) -> None:  # noqa: N802
+    def makeSubtask(self, name: str, **kwargs: Any) -> None:
         """Create ``self.<name>`` from the ``name`` field of this task's config.
 
         The subtask class is the one registered in ``self._subtask_classes[name]``.
@@ -148,7 +148,7 @@ class Task:
         return {}
 
     @contextlib.contextmanager
-    def timer(self, name: str, logLevel: int = logging.DEBUG) -> Iterator[None]:  # noqa: N803
+    def timer(self, name: str, logLevel: int = logging.DEBUG) -> Iterator[None]:
         """Record ``<name>Start*`` / ``<name>End*`` timing items around a block."""
         _record(self.metadata, f"{name}Start")
         try:
@@ -156,20 +156,22 @@ class Task:
         finally:
             _record(self.metadata, f"{name}End")
             elapsed = self.metadata[f"{name}EndWallTime"] - self.metadata[f"{name}StartWallTime"]
+            # Start/End items keep the last call (as LSST); the total covers every call.
+            self.metadata[f"{name}TotalWallTime"] = (
+                self.metadata.get(f"{name}TotalWallTime", 0.0) + elapsed
+            )
             self.log.log(logLevel, "%s took %.3f s", name, elapsed)
 
     def stage_durations(self) -> dict[str, float]:
-        """Wall-clock duration [s] of each timed block recorded in this task tree."""
+        """Total wall-clock time [s] of each timed block (all calls) in this task tree."""
         out: dict[str, float] = {}
         for task_name, md in self.getFullMetadata().items():
-            for key, start in md.items():
-                if key.endswith("StartWallTime"):
-                    name = key[: -len("StartWallTime")]
-                    end = md.get(f"{name}EndWallTime")
-                    if end is not None:
-                        short = task_name.split(":")[-1]
-                        label = name if short == self._name else f"{short}.{name}"
-                        out[label] = float(end - start)
+            for key, total in md.items():
+                if key.endswith("TotalWallTime"):
+                    name = key[: -len("TotalWallTime")]
+                    short = task_name.split(":")[-1]
+                    label = name if short == self._name else f"{short}.{name}"
+                    out[label] = float(total)
         return out
 
 

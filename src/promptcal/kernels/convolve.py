@@ -59,29 +59,74 @@ def separable_convolve(data, taps):
 
 
 @kernel
+def _row_pass(source, y, taps, ignore, use_ignore, acc, target):
+    """Convolve row ``y`` of ``source`` along x into ``target`` (valid part only)."""
+    width = source.shape[1]
+    half = taps.size // 2
+    acc[:] = 0.0
+    for k in range(taps.size):
+        weight = taps[k]
+        if use_ignore:
+            for x in range(width - 2 * half):
+                if not ignore[y, x + k]:
+                    acc[x] += weight * source[y, x + k]
+        else:
+            for x in range(width - 2 * half):
+                acc[x] += weight * source[y, x + k]
+    target[:] = 0.0
+    for x in range(width - 2 * half):
+        target[x + half] = acc[x]
+
+
+@kernel
 def smooth_image_and_variance(image, variance, ignore, taps):
     """Smooth image with ``taps`` and variance with ``taps²`` (separable).
 
-    Pixels where ``ignore`` is True contribute neither flux nor variance.
+    Pixels where ``ignore`` is True contribute neither flux nor variance; pass an
+    array of another shape (e.g. (1, 1)) when no pixel is to be ignored.
 
     Returns
     -------
     smoothed, smoothed_variance : numpy.ndarray
         float32 (H, W); zero within ``len(taps)//2`` of the edges.
     """
+    # Fused and streaming: rows are convolved into a ring of len(taps) rows that
+    # stays in cache, and each output row is written once.
     height, width = image.shape
-    clean = np.empty((height, width), np.float32)
-    clean_var = np.empty((height, width), np.float32)
+    use_ignore = ignore.shape == image.shape
+    size = taps.size
+    half = size // 2
+    taps2 = taps * taps
+    smoothed = np.empty((height, width), np.float32)
+    smoothed_var = np.empty((height, width), np.float32)
+    ring = np.zeros((size, width), np.float32)
+    ring_var = np.zeros((size, width), np.float32)
+    acc = np.empty(width, np.float32)
+    col = np.empty(width, np.float32)
+    col_var = np.empty(width, np.float32)
+    for y in range(min(half, height)):
+        smoothed[y, :] = 0.0
+        smoothed_var[y, :] = 0.0
+        smoothed[height - 1 - y, :] = 0.0
+        smoothed_var[height - 1 - y, :] = 0.0
     for y in range(height):
-        for x in range(width):
-            if ignore[y, x]:
-                clean[y, x] = 0.0
-                clean_var[y, x] = 0.0
-            else:
-                clean[y, x] = image[y, x]
-                clean_var[y, x] = variance[y, x]
-    smoothed = separable_convolve(clean, taps)
-    smoothed_var = separable_convolve(clean_var, taps * taps)
+        slot = y % size
+        _row_pass(image, y, taps, ignore, use_ignore, acc, ring[slot])
+        _row_pass(variance, y, taps2, ignore, use_ignore, acc, ring_var[slot])
+        if y < size - 1:
+            continue
+        col[:] = 0.0
+        col_var[:] = 0.0
+        for k in range(size):
+            slot_k = (y - size + 1 + k) % size
+            weight = taps[k]
+            weight2 = taps2[k]
+            for x in range(width):
+                col[x] += weight * ring[slot_k, x]
+            for x in range(width):
+                col_var[x] += weight2 * ring_var[slot_k, x]
+        smoothed[y - half, :] = col
+        smoothed_var[y - half, :] = col_var
     return smoothed, smoothed_var
 
 

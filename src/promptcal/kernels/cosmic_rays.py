@@ -8,6 +8,33 @@ from ._jit import kernel
 
 
 @kernel
+def mask_cosmic_rays(
+    image, variance, mask, skip_bits, cr_bit, psf_sigma, min_sigma, min_dn, fac, fac2
+):
+    """Run :func:`find_cosmic_rays` on pixels without ``skip_bits`` and OR ``cr_bit`` in.
+
+    Returns
+    -------
+    int
+        Number of pixels that carry ``cr_bit`` afterwards.
+    """
+    height, width = image.shape
+    skip = np.empty((height, width), np.bool_)
+    for y in range(height):
+        for x in range(width):
+            skip[y, x] = (mask[y, x] & skip_bits) != 0
+    cr = find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, fac2)
+    count = 0
+    for y in range(height):
+        for x in range(width):
+            if cr[y, x]:
+                mask[y, x] |= cr_bit
+            if mask[y, x] & cr_bit:
+                count += 1
+    return count
+
+
+@kernel
 def find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, fac2):
     """Pixels too sharp to be the PSF.
 
@@ -78,44 +105,48 @@ def find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, f
 def interpolate_pixels(image, bad, max_distance):
     """Replace ``bad`` pixels by linear interpolation between the nearest good pixels.
 
-    Interpolates along rows and columns and averages the two estimates where both
-    exist (a gap wider than ``2 × max_distance`` in one direction is skipped).
+    Along each row and each column, a run of bad pixels no longer than
+    ``2 × max_distance`` is bridged linearly between the good pixels on either side;
+    where both directions bridge a pixel the two estimates are averaged. Pixels in
+    longer runs, or at an edge in both directions, are left unchanged.
 
     Returns
     -------
     numpy.ndarray
-        bool (H, W): pixels that could not be interpolated.
+        bool (H, W): bad pixels that could not be interpolated.
     """
     height, width = image.shape
     failed = np.zeros((height, width), np.bool_)
     out = image.copy()
+    longest = 2 * max_distance
     for y in range(height):
         for x in range(width):
             if not bad[y, x]:
                 continue
             total = 0.0
             count = 0
-            # horizontal
             xl = x - 1
-            while xl >= 0 and bad[y, xl] and x - xl <= max_distance:
+            while xl >= 0 and bad[y, xl] and x - xl <= longest:
                 xl -= 1
             xr = x + 1
-            while xr < width and bad[y, xr] and xr - x <= max_distance:
+            while xr < width and bad[y, xr] and xr - x <= longest:
                 xr += 1
             if 0 <= xl and xr < width and not bad[y, xl] and not bad[y, xr]:
-                t = (x - xl) / (xr - xl)
-                total += image[y, xl] * (1 - t) + image[y, xr] * t
-                count += 1
+                if xr - xl - 1 <= longest:
+                    t = (x - xl) / (xr - xl)
+                    total += image[y, xl] * (1 - t) + image[y, xr] * t
+                    count += 1
             yd = y - 1
-            while yd >= 0 and bad[yd, x] and y - yd <= max_distance:
+            while yd >= 0 and bad[yd, x] and y - yd <= longest:
                 yd -= 1
             yu = y + 1
-            while yu < height and bad[yu, x] and yu - y <= max_distance:
+            while yu < height and bad[yu, x] and yu - y <= longest:
                 yu += 1
             if 0 <= yd and yu < height and not bad[yd, x] and not bad[yu, x]:
-                t = (y - yd) / (yu - yd)
-                total += image[yd, x] * (1 - t) + image[yu, x] * t
-                count += 1
+                if yu - yd - 1 <= longest:
+                    t = (y - yd) / (yu - yd)
+                    total += image[yd, x] * (1 - t) + image[yu, x] * t
+                    count += 1
             if count > 0:
                 out[y, x] = total / count
             else:

@@ -226,3 +226,36 @@ def label_spans(labels):
         if previous != 0:
             out_x1[n - 1] = width - 1
     return out_label, out_y, out_x0, out_x1
+
+
+@kernel
+def kept_pixels(labels, keep):
+    """Pixels of components whose ``keep`` flag is set (labels are 1-based)."""
+    height, width = labels.shape
+    out = np.zeros((height, width), np.bool_)
+    for y in range(height):
+        for x in range(width):
+            lab = labels[y, x]
+            if lab > 0 and keep[lab - 1]:
+                out[y, x] = True
+    return out
+
+
+@kernel
+def set_bits_where_labelled(mask, labels, bit):
+    """``mask |= bit`` wherever ``labels`` is non-zero (in place)."""
+    height, width = labels.shape
+    for y in range(height):
+        for x in range(width):
+            if labels[y, x] != 0:
+                mask[y, x] |= bit
+
+
+@kernel
+def clear_bits(mask, bits):
+    """``mask &= ~bits`` (in place)."""
+    height, width = mask.shape
+    inverse = ~bits
+    for y in range(height):
+        for x in range(width):
+            mask[y, x] &= inverse

@@ -139,13 +139,16 @@ def weighted_centroids(image, variance, noise, labels, own, x_start, y_start, si
                 break
         if flags[i] == 0 and not converged:
             flags[i] |= CENTROID_NO_CONVERGENCE
+        ix = int(np.floor(xc + 0.5))
+        iy = int(np.floor(yc + 0.5))
+        # The last step may have moved the window off the image: check it again.
+        if ix - radius < 0 or iy - radius < 0 or ix + radius >= width or iy + radius >= height:
+            flags[i] |= CENTROID_EDGE
         if (
             flags[i] & CENTROID_EDGE == 0
             and abs(xc - x_start[i]) <= radius
             and abs(yc - y_start[i]) <= radius
         ):
-            ix = int(np.floor(xc + 0.5))
-            iy = int(np.floor(yc + 0.5))
             sw = 0.0
             sxx = 0.0
             syy = 0.0
@@ -172,10 +175,21 @@ def weighted_centroids(image, variance, noise, labels, own, x_start, y_start, si
                     flags[i] |= CENTROID_NOT_AT_MAXIMUM
             if central_hole(image, variance, noise, labels, own[i], ix, iy, 5.0):
                 flags[i] |= CENTROID_NOT_AT_MAXIMUM
+            # A hollow source can pull the centroid onto its rim, so test its peak too,
+            # when the peak lies within the PSF core (beyond ~√2 σ a narrow profile's
+            # curvature changes sign and a smooth star would look hollow there).
+            px = int(np.floor(x_start[i] + 0.5))
+            py = int(np.floor(y_start[i] + 0.5))
+            near = (x_start[i] - xc) ** 2 + (y_start[i] - yc) ** 2 < 2.0 * sigma * sigma
+            if near and central_hole(image, variance, noise, labels, own[i], px, py, 5.0):
+                flags[i] |= CENTROID_NOT_AT_MAXIMUM
         else:
+            # An edge source keeps its last on-image position; other failures fall
+            # back to the peak.
+            if flags[i] & CENTROID_EDGE == 0:
+                xc = x_start[i]
+                yc = y_start[i]
             flags[i] |= CENTROID_FAILED
-            xc = x_start[i]
-            yc = y_start[i]
         out_x[i] = xc
         out_y[i] = yc
     return out_x, out_y, out_xe, out_ye, flags
@@ -453,4 +467,26 @@ def replacement_noise(labels, sigma, seed):
         for x in range(width):
             if labels[y, x] != 0:
                 out[y, x] = np.random.normal() * sigma  # noqa: NPY002
+    return out
+
+
+@kernel
+def footprint_noise(labels, bbox, sigma, seed):
+    """Like :func:`replacement_noise` but touching only the footprints' boxes.
+
+    ``np.zeros`` pages that are never written cost nothing, so the work scales
+    with the detected area instead of the image size.
+
+    Parameters
+    ----------
+    bbox : numpy.ndarray
+        int64 (n, 4) inclusive array boxes ``x_min, y_min, x_max, y_max`` of labels 1..n.
+    """
+    np.random.seed(seed)  # noqa: NPY002 (Numba supports only the legacy API)
+    out = np.zeros(labels.shape, np.float32)
+    for i in range(bbox.shape[0]):
+        for y in range(bbox[i, 1], bbox[i, 3] + 1):
+            for x in range(bbox[i, 0], bbox[i, 2] + 1):
+                if labels[y, x] == i + 1:
+                    out[y, x] = np.random.normal() * sigma  # noqa: NPY002
     return out

@@ -129,3 +129,42 @@ def registered_stamps(image, variance, noise, labels, own, xc, yc, size, order):
                 vx = int(np.floor(xc[i] + 0.5)) - half + k
                 variances[i, j, k] = variance[vy, vx]
     return stamps, variances, off_image
+
+
+@kernel
+def pixel_psf_stamps(coefficients, terms, dx, dy, order):
+    """PSF images of a pixel-basis model at many positions, shifted and unit-sum.
+
+    Parameters
+    ----------
+    coefficients : numpy.ndarray
+        float64 (n_terms, S, S) basis images.
+    terms : numpy.ndarray
+        float64 (n_terms, n) polynomial terms at each position.
+    dx, dy : numpy.ndarray
+        float64 (n,) sub-pixel shifts [px].
+    order : int
+        Lanczos order.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (n, S, S).
+    """
+    n_terms, size, _ = coefficients.shape
+    n = dx.size
+    out = np.empty((n, size, size))
+    image = np.empty((size, size))
+    for i in range(n):
+        image[:, :] = 0.0
+        for t in range(n_terms):
+            weight = terms[t, i]
+            for j in range(size):
+                for k in range(size):
+                    image[j, k] += weight * coefficients[t, j, k]
+        shifted = shift_stamp(image, dx[i], dy[i], order)
+        total = shifted.sum()
+        for j in range(size):
+            for k in range(size):
+                out[i, j, k] = shifted[j, k] / total
+    return out

@@ -1,0 +1,256 @@
+"""The star phase of CalibrateImageTask (spec A8–A9): deeper detection, sky sources,
+deblending, measurement with PSF shapes and extendedness, aperture corrections,
+star selection, and the psf_stars ↔ stars match."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+from scipy import ndimage
+from scipy.interpolate import RegularGridInterpolator
+from scipy.spatial import cKDTree
+
+from .apcorr import NORMALIZED_CALIB, apply_ap_corr
+from .background import BackgroundList, subtract_background
+from .catalog import SourceCatalog
+from .config import Config
+from .deblend import deblend
+from .detection import detect_footprints, smooth_for_detection
+from .errors import NoPsfStarsToStarsMatchError
+from .exposure import Exposure
+from .footprints import Footprints
+from .ids import IdGenerator
+from .measurement import SourceSeeds, measure_sources
+from .sky_sources import paint_sky_footprints, place_sky_sources
+
+log = logging.getLogger(__name__)
+
+#: Flags copied from psf_stars onto their matched stars.
+PSF_FLAGS_TO_COPY = (
+    "calib_psf_candidate",
+    "calib_psf_used",
+    "calib_psf_reserved",
+    "calib_astrometry_used",
+    "apcorr_slot_CalibFlux_used",
+    "apcorr_base_GaussianFlux_used",
+    "apcorr_base_PsfFlux_used",
+)
+
+
+class StarSelectionConfig(Config):
+    """Selection of the output star catalog (spec A8)."""
+
+    max_extendedness: float = Field(0.1, ge=0, description="Unresolved if below this [1].")
+    min_snr: float = Field(10.0, ge=0, description="Minimum S/N of slot_CalibFlux [1].")
+    bad_flags: tuple[str, ...] = Field(
+        (
+            "base_PixelFlags_flag_edge",
+            "base_PixelFlags_flag_nodata",
+            "base_PixelFlags_flag_saturated",
+            "base_PsfFlux_flag",
+        ),
+        description="Sources with any of these flags are rejected.",
+    )
+
+
+class DownsampleConfig(Config):
+    """Random downsampling of the footprints to measure (AP uses it)."""
+
+    do_downsample: bool = Field(False, description="Keep at most max_footprints footprints.")
+    max_footprints: int = Field(1000, ge=1, description="Footprints kept [1].")
+
+
+@dataclass
+class StarPhaseResult:
+    """Outputs of :func:`find_stars`.
+
+    Attributes
+    ----------
+    stars : SourceCatalog
+        Selected stars plus sky sources.
+    footprints : Footprints
+        Footprints of the selected stars (labels ``i + 1`` for row ``i``).
+    """
+
+    stars: SourceCatalog
+    footprints: Footprints
+
+
+def psf_shape_columns(cat: SourceCatalog, psf, bbox, grid: int = 5) -> None:
+    """Add ``ext_shapeHSM_HsmPsfMoments_xx/yy/xy`` from the PSF model.
+
+    The PSF's moments are evaluated on a ``grid`` × ``grid`` lattice and interpolated
+    linearly, since they vary slowly (a polynomial PSF) and per-source evaluation
+    would dominate the star phase.
+    """
+    x_min, y_min, x_max, y_max = bbox
+    gx = np.linspace(x_min, x_max, grid)
+    gy = np.linspace(y_min, y_max, grid)
+    values = np.array([[psf.shape(x, y) for x in gx] for y in gy])  # (gy, gx, 3)
+    x = np.clip(np.asarray(cat["slot_Centroid_x"], float), x_min, x_max)
+    y = np.clip(np.asarray(cat["slot_Centroid_y"], float), y_min, y_max)
+    for k, suffix in enumerate(("xx", "yy", "xy")):
+        interp = RegularGridInterpolator((gy, gx), values[:, :, k])
+        cat[f"ext_shapeHSM_HsmPsfMoments_{suffix}"] = interp(np.column_stack([y, x]))
+    cat["ext_shapeHSM_HsmPsfMoments_flag"] = np.zeros(len(cat), bool)
+
+
+def extendedness(cat: SourceCatalog) -> None:
+    """ClassificationSizeExtendedness: 1 − exp(−χ²/2), χ² = ((T − T_psf)/√T_psf)²."""
+    t_obj = np.asarray(cat["slot_Shape_xx"], float) + np.asarray(cat["slot_Shape_yy"], float)
+    t_psf = np.asarray(cat["slot_PsfShape_xx"], float) + np.asarray(cat["slot_PsfShape_yy"], float)
+    chi2 = ((t_obj - t_psf) / np.sqrt(t_psf)) ** 2
+    value = 1.0 - np.exp(-0.5 * chi2)
+    cat["base_ClassificationSizeExtendedness_value"] = value
+    cat["base_ClassificationSizeExtendedness_flag"] = ~np.isfinite(value)
+
+
+def select_stars(cat: SourceCatalog, config: StarSelectionConfig) -> np.ndarray:
+    """Unresolved, clean, S/N(CalibFlux) > min_snr — or sky sources (strict comparisons)."""
+    good = np.ones(len(cat), bool)
+    for flag in config.bad_flags:
+        good &= ~np.asarray(cat[flag], bool)
+    ext = np.asarray(cat["base_ClassificationSizeExtendedness_value"], float)
+    good &= ext < config.max_extendedness
+    snr = np.asarray(cat["slot_CalibFlux_instFlux"], float) / np.asarray(
+        cat["slot_CalibFlux_instFluxErr"], float
+    )
+    good &= snr > config.min_snr
+    return good | np.asarray(cat["sky_source"], bool)
+
+
+def _downsample(footprints: Footprints, config: DownsampleConfig, n_sky: int, seed: int):
+    if not config.do_downsample or footprints.n <= config.max_footprints:
+        return footprints
+    rng = np.random.default_rng(seed & 0xFFFFFFFF)
+    keep = np.sort(rng.choice(footprints.n, config.max_footprints, replace=False))
+    log.info(
+        "Downsampling from %d to %d non-sky-source footprints.",
+        footprints.n + n_sky,
+        keep.size + n_sky,
+    )
+    return footprints.subset(keep)
+
+
+def find_stars(
+    task, exposure: Exposure, background: BackgroundList, id_generator: IdGenerator, first_id: int
+) -> StarPhaseResult:
+    """Detect, deblend and measure the star catalog (spec A8)."""
+    config = task.config
+    psf = exposure.psf
+    sigma = psf.determinant_radius(*exposure.center)
+    with task.timer("star_detection"):
+        smoothed = smooth_for_detection(exposure, sigma)
+        detected = detect_footprints(exposure, sigma, config.star_detection, smoothed=smoothed)
+        if config.star_detection.do_re_estimate_background:
+            background.append(subtract_background(exposure, config.background))
+        sky = place_sky_sources(exposure, config.sky_sources, id_generator.catalog_seed)
+        footprints = _downsample(
+            detected.positive, config.downsample, len(sky), exposure.visit_info.exposure_id
+        )
+        blends = deblend(footprints, smoothed[0], smoothed[1], sigma, config.deblend)
+        labels = blends.labels
+        n_objects = blends.x.size
+        paint_sky_footprints(labels, sky, config.sky_sources.radius, n_objects + 1)
+    n = n_objects + len(sky)
+    slices = ndimage.find_objects(labels, max_label=n)
+    bbox = np.array(
+        [(s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1) for s in slices], np.int64
+    ).reshape(-1, 4)
+    empty = np.zeros(0, np.int64)
+    source_footprints = Footprints(
+        labels, bbox, empty, empty, empty, empty.astype(float), empty.astype(float), exposure.xy0
+    )
+    seeds = SourceSeeds(
+        np.arange(n, dtype=np.int64),
+        np.concatenate([blends.x, sky[:, 0].astype(float)]),
+        np.concatenate([blends.y, sky[:, 1].astype(float)]),
+    )
+    ids = id_generator.source_ids(n + footprints.n, start=first_id)
+    with task.timer("star_measurement"):
+        cat = measure_sources(
+            exposure,
+            source_footprints,
+            seeds,
+            psf,
+            config.measurement,
+            ids=ids[:n],
+            seed=id_generator.catalog_seed + 2000,
+        )
+        parent_ids = ids[n:][blends.parent]
+        cat["parent"][:n_objects] = np.where(blends.n_child > 0, parent_ids, 0)
+        cat["deblend_nChild"] = np.zeros(n, np.int64)
+        cat["deblend_parentNChild"] = np.concatenate([blends.n_child, np.zeros(len(sky), int)])
+        cat["sky_source"] = np.arange(n) >= n_objects
+        cat["detect_isPrimary"] = np.ones(n, bool)
+        psf_shape_columns(cat, psf, exposure.bbox)
+        extendedness(cat)
+        apply_calibration_normalization(cat, exposure.ap_corr_map, config.ap_corr.tophat_name)
+        apply_ap_corr(cat, exposure.ap_corr_map, config.ap_corr.fluxes_to_correct)
+    selected = select_stars(cat, config.star_selection)
+    keep = np.flatnonzero(selected)
+    stars = cat[keep]
+    stars.meta["slots"] = dict(cat.meta["slots"])
+    log.info("Star phase: %d sources (%d sky), %d selected", n, len(sky), keep.size)
+    return StarPhaseResult(stars, source_footprints.subset(keep))
+
+
+def apply_calibration_normalization(cat: SourceCatalog, ap_corr_map, tophat_name: str) -> None:
+    """Add the normalised compensated-tophat flux and point slot_CalibFlux at it."""
+    ratio = ap_corr_map[f"{tophat_name}_instFlux"].evaluate(
+        np.asarray(cat["slot_Centroid_x"], float), np.asarray(cat["slot_Centroid_y"], float)
+    )
+    cat[f"{NORMALIZED_CALIB}_instFlux"] = np.asarray(cat[f"{tophat_name}_instFlux"], float) * ratio
+    cat[f"{NORMALIZED_CALIB}_instFluxErr"] = (
+        np.asarray(cat[f"{tophat_name}_instFluxErr"], float) * ratio
+    )
+    cat[f"{NORMALIZED_CALIB}_flag"] = np.asarray(cat[f"{tophat_name}_flag"], bool)
+    cat.set_slot("slot_CalibFlux", NORMALIZED_CALIB)
+
+
+def match_psf_stars(psf_stars: SourceCatalog, stars: SourceCatalog, radius: float) -> None:
+    """Copy PSF-phase flags onto the closest star within ``radius`` [px] (spec A9).
+
+    Raises
+    ------
+    NoPsfStarsToStarsMatchError
+        When no PSF star has a counterpart.
+    """
+    n_psf, n_stars = len(psf_stars), len(stars)
+    eligible = np.ones(n_stars, bool)
+    if "deblend_nChild" in stars.colnames:
+        eligible &= np.asarray(stars["deblend_nChild"]) == 0
+    if "sky_source" in stars.colnames:
+        eligible &= ~np.asarray(stars["sky_source"], bool)
+    star_xy = np.column_stack(
+        [np.asarray(stars["slot_Centroid_x"], float), np.asarray(stars["slot_Centroid_y"], float)]
+    )
+    psf_xy = np.column_stack(
+        [
+            np.asarray(psf_stars["slot_Centroid_x"], float),
+            np.asarray(psf_stars["slot_Centroid_y"], float),
+        ]
+    )
+    for flag in PSF_FLAGS_TO_COPY:
+        stars[flag] = np.zeros(n_stars, bool)
+    stars["psf_id"] = np.zeros(n_stars, np.int64)
+    stars["psf_max_value"] = np.full(n_stars, np.nan)
+    idx = np.flatnonzero(eligible)
+    if idx.size == 0 or n_psf == 0:
+        raise NoPsfStarsToStarsMatchError(n_psf, n_stars)
+    tree = cKDTree(star_xy[idx])
+    distance, nearest = tree.query(psf_xy, k=1, distance_upper_bound=radius)
+    matched = np.isfinite(distance)
+    if not matched.any():
+        raise NoPsfStarsToStarsMatchError(n_psf, n_stars)
+    target = idx[nearest[matched]]
+    source = np.flatnonzero(matched)
+    for flag in PSF_FLAGS_TO_COPY:
+        if psf_stars.has(flag):
+            stars[flag][target] = np.asarray(psf_stars[flag], bool)[source]
+    stars["psf_id"][target] = np.asarray(psf_stars["id"], np.int64)[source]
+    if "psf_max_value" in psf_stars.colnames:
+        stars["psf_max_value"][target] = np.asarray(psf_stars["psf_max_value"], float)[source]

@@ -1,0 +1,86 @@
+"""Matching kernels against their NumPy oracles, and the matchers built on them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from promptcal.astrometry_match import Similarity, nn_match, triangle_candidates, vote_match
+from promptcal.kernels.match import vote_offsets, vote_offsets_numpy
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vote_offsets_matches_oracle(seed):
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(-300, 300, (40, 2))
+    ref = rng.uniform(-400, 400, (55, 2))
+    thetas = np.linspace(-0.02, 0.02, 5)
+    args = (
+        src[:, 0].copy(),
+        src[:, 1].copy(),
+        ref[:, 0].copy(),
+        ref[:, 1].copy(),
+        np.cos(thetas),
+        np.sin(thetas),
+        120.0,
+        7.0,
+    )
+    got = vote_offsets(*args)
+    want = vote_offsets_numpy(*args)
+    assert got.shape == want.shape == (5, 35, 35)
+    np.testing.assert_array_equal(got, want)
+    assert got.sum() > 0
+
+
+def test_vote_finds_rotation_and_shift_among_unrelated_points():
+    rng = np.random.default_rng(3)
+    src = rng.uniform(-1000, 1000, (120, 2))
+    theta, shift = math.radians(0.6), np.array([-83.0, 141.0])
+    c, s = math.cos(theta), math.sin(theta)
+    ref = src @ np.array([[c, s], [-s, c]]) + shift
+    # Half the sources have no reference and the references get as many unrelated ones.
+    ref = np.vstack([ref[:60], rng.uniform(-1200, 1200, (60, 2))])
+    vote = vote_match(
+        src, ref, max_offset=250, max_rotation=math.radians(1), bin_size=4, r_max=1414
+    )
+    assert vote.peak >= 55
+    assert vote.expected < 2
+    assert abs(vote.rotation - theta) < 4 / 1414
+    np.testing.assert_allclose(vote.offset, shift, atol=3.0)
+
+
+def test_nn_match_is_one_to_one_and_respects_radius():
+    src = np.array([[0.0, 0.0], [0.3, 0.0], [10.0, 10.0], [50.0, 50.0]])
+    ref = np.array([[0.2, 0.0], [10.5, 10.0], [80.0, 80.0]])
+    si, ri, d = nn_match(src, ref, 1.0)
+    pairs = sorted(zip(si.tolist(), ri.tolist(), strict=True))
+    # Sources 0 and 1 both want ref 0; source 1 is closer and keeps it.
+    assert pairs == [(1, 0), (2, 1)]
+    np.testing.assert_allclose(np.sort(d), [0.1, 0.5], atol=1e-12)
+
+
+@pytest.mark.parametrize("parity", [1, -1])
+def test_triangle_candidates_recover_similarity_any_rotation_and_parity(parity):
+    rng = np.random.default_rng(5 + parity)
+    src = rng.uniform(-500, 500, (30, 2))
+    truth = Similarity(1.03 * complex(math.cos(2.4), math.sin(2.4)), complex(310, -170), parity)
+    ref = truth.apply(src)[:20] + rng.normal(0, 0.05, (20, 2))
+    ref = np.vstack([ref, rng.uniform(-900, 900, (25, 2))])
+    cands = triangle_candidates(
+        src,
+        ref,
+        k_neighbours=6,
+        invariant_tol=0.01,
+        min_side=10,
+        scale_range=(0.95, 1.05),
+        max_offset=600,
+        max_candidates=5,
+        cluster_radius=6,
+        max_all_triangles=60000,
+    )
+    best = cands[0]
+    assert best.parity == parity
+    assert abs(best.a - truth.a) < 2e-3
+    assert abs(best.b - truth.b) < 2.0
