@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from .apcorr import ApCorrConfig
+from .astrometry import AstrometryConfig, PointingHint
 from .background import BackgroundConfig
+from .calibration_steps import fit_wcs, hint_wcs, load_references, ref_flux_column, set_coordinates
 from .config import Config
 from .deblend import DeblendConfig
 from .detection import DetectionConfig
-from .errors import InvalidInputError
+from .errors import AlgorithmError, BadAstrometryFit, InvalidInputError
 from .exposure import Exposure
 from .ids import IdGenerator
 from .measurement import MeasurementConfig
+from .photometry import PhotometryConfig, calibrate_pixels, resolve_ref_band, run_photometry
 from .psf_determiner import PsfDeterminerConfig, StarSelectorConfig
 from .psf_phase import compute_psf, measure_aperture_correction
 from .repair import RepairConfig
 from .sky_sources import SkySourcesConfig
 from .snaps import combine_snaps
 from .star_phase import DownsampleConfig, StarSelectionConfig, find_stars, match_psf_stars
+from .summary import SummaryConfig, compute_summary_stats
 from .task import Struct, Task, time_method
 
 
@@ -60,6 +65,28 @@ class CalibrateImageConfig(Config):
     star_selection: StarSelectionConfig = Field(default_factory=StarSelectionConfig)
     psf_match_radius: float = Field(
         3.0, gt=0, description="psf_stars ↔ stars match radius: max(this, PSF σ) [px]."
+    )
+    ref_pixel_margin: float = Field(
+        250.0, ge=0, description="References are loaded over the bbox padded by this [px]."
+    )
+    astrometry: AstrometryConfig = Field(default_factory=AstrometryConfig)
+    astrometry_min_snr: float = Field(
+        40.0, ge=0, description="Astrometric sources need S/N(PsfFlux) above this [1]."
+    )
+    astrometry_ref_band: str | None = Field(
+        None, description="Refcat band whose fluxes rank references (None: photometric band)."
+    )
+    max_mean_astrometric_offset: float = Field(
+        0.5, gt=0, description="A larger mean match offset fails the fit [arcsec]."
+    )
+    photometry: PhotometryConfig = Field(default_factory=PhotometryConfig)
+    summary: SummaryConfig = Field(default_factory=SummaryConfig)
+    do_calibrate_pixels: bool = Field(
+        True, description="Scale pixels and background to nJy with the fitted calibration."
+    )
+    optional_outputs: tuple[str, ...] = Field(
+        ("astrometry_matches", "photometry_matches", "mask"),
+        description="Outputs produced only when listed.",
     )
 
 
@@ -109,7 +136,14 @@ class CalibrateImageTask(Task):
         return measure_aperture_correction(self, exposure, psf_stars)
 
     @time_method
-    def run(self, *, exposures, id_generator: IdGenerator | None = None, result=None) -> Struct:
+    def run(
+        self,
+        *,
+        exposures,
+        id_generator: IdGenerator | None = None,
+        result: Struct | None = None,
+        pointing_hint: PointingHint | None = None,
+    ) -> Struct:
         """Calibrate one exposure (or combine two snaps first).
 
         Parameters
@@ -120,21 +154,124 @@ class CalibrateImageTask(Task):
             Source-id generator for (visit, detector).
         result : Struct, optional
             Filled in place as stages complete, so partial outputs survive an error.
+        pointing_hint : PointingHint, optional
+            Pointing and pixel scale for exposures without a usable WCS.
+
+        Raises
+        ------
+        AlgorithmError
+            After filling ``result`` with the partial outputs and ``result.failure``.
         """
         result = result if result is not None else Struct()
-        id_generator = id_generator or IdGenerator()
         exposure = self._as_exposure(exposures)
+        if id_generator is None:
+            detector = exposure.detector.id if exposure.detector is not None else 0
+            id_generator = IdGenerator(visit=exposure.visit_info.exposure_id, detector=detector)
         result.output_exposure = exposure
+        result.applied_photo_calib = None
+        exposure.metadata["LSST CALIB ILLUMCORR APPLIED"] = False
+        try:
+            self._run_stages(exposure, id_generator, result, pointing_hint)
+        except AlgorithmError as error:
+            result.failure = {
+                "type": type(error).__name__,
+                "message": str(error),
+                "metadata": error.metadata,
+            }
+            self._summarize(exposure, result)
+            raise
+        return result
+
+    def _run_stages(self, exposure, id_generator, result, hint) -> None:
+        config = self.config
+        refs, ref_flux = self._load_references(exposure, hint)
         psf_result = self.compute_psf(exposure, id_generator)
         result.psf_stars = psf_result.psf_stars
         result.psf_stars_footprints = psf_result.psf_stars_footprints
         result.background = psf_result.background
         self.measure_aperture_correction(exposure, result.psf_stars)
+        astrometry = None
+        if refs is not None:
+            with self.timer("astrometry"):
+                astrometry, matches = fit_wcs(
+                    self, exposure, result.psf_stars, refs, ref_flux, hint
+                )
+            for key in ("MEAN", "STD", "MEDIAN"):
+                self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(
+                    astrometry, f"offset_{key.lower()}"
+                )
+            if "astrometry_matches" in config.optional_outputs:
+                result.astrometry_matches = matches
         stars = self.find_stars(exposure, result.background, id_generator, len(result.psf_stars))
         result.stars = stars.stars
         result.stars_footprints = stars.footprints
         self.match_psf_stars(result.psf_stars, result.stars, exposure)
-        return result
+        set_coordinates(result.stars, exposure.wcs)
+        if astrometry is not None and astrometry.offset_mean > config.max_mean_astrometric_offset:
+            exposure.wcs = None
+            set_coordinates(result.stars, None)
+            raise BadAstrometryFit(
+                f"mean astrometric offset {astrometry.offset_mean:.3f} arcsec exceeds "
+                f"{config.max_mean_astrometric_offset} arcsec",
+                offset_mean=astrometry.offset_mean,
+                n_matches=len(astrometry.matches),
+            )
+        if "mask" in config.optional_outputs:
+            result.mask = exposure.mask.copy()
+        if refs is None:
+            self._summarize(exposure, result)
+            return
+        with self.timer("photometry"):
+            photometry = run_photometry(result.stars, refs, exposure.band, config.photometry)
+        if "photometry_matches" in config.optional_outputs:
+            result.photometry_matches = photometry.matches
+        photo_calib = photometry.photo_calib
+        exposure.photo_calib = photo_calib
+        self._summarize(exposure, result)
+        if config.do_calibrate_pixels:
+            exposure, result.background = calibrate_pixels(exposure, result.background, photo_calib)
+            result.applied_photo_calib = photo_calib
+
+    def _load_references(self, exposure, hint):
+        """References over the padded field (spec A2), or (None, None) without a refcat."""
+        if self.refcat is None:
+            return None, None
+        wcs = exposure.wcs
+        if wcs is None:
+            if hint is None:
+                raise InvalidInputError(
+                    "the exposure has no WCS; give a pointing hint (RA, Dec, pixel scale)"
+                )
+            wcs = hint_wcs(hint, exposure)
+        epoch = exposure.visit_info.date
+        with self.timer("refcat"):
+            refs, density = load_references(
+                self.refcat, exposure, wcs, self.config.ref_pixel_margin, epoch
+            )
+        self.metadata["REF_CAT_SOURCE_DENSITY"] = density
+        band = resolve_ref_band(exposure.band, self.config.photometry)
+        ref_flux = ref_flux_column(refs, self.config.astrometry_ref_band or band)
+        return refs, ref_flux
+
+    def _summarize(self, exposure, result) -> None:
+        """Summary statistics in instrumental units, with whatever models exist."""
+        with self.timer("summary"):
+            offsets = (
+                self.metadata.get("SFM_ASTROM_OFFSET_MEAN", np.nan),
+                self.metadata.get("SFM_ASTROM_OFFSET_STD", np.nan),
+            )
+            exposure.summary = compute_summary_stats(
+                exposure,
+                getattr(result, "stars", None),
+                getattr(result, "background", None),
+                psf=exposure.psf,
+                wcs=exposure.wcs,
+                photo_calib=exposure.photo_calib,
+                config=self.config.summary,
+                astrom_offsets=offsets,
+                ref_cat_source_density=self.metadata.get("REF_CAT_SOURCE_DENSITY"),
+            )
+        result.summary = exposure.summary
 
     @time_method
     def find_stars(self, exposure, background, id_generator, n_psf_stars: int = 0):
