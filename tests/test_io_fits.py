@@ -377,13 +377,18 @@ def test_single_hdu_big_endian_gain_variance_and_saturation(tmp_path):
     assert not override.mask.is_set("SAT").any() and override.band == "i"
 
 
-def test_single_hdu_default_gain_logs_a_warning(tmp_path, caplog):
-    data = np.array([[1.0, -2.0], [3.0, 4.0]], np.float32)
-    fits.PrimaryHDU(data).writeto(tmp_path / "plain.fits")
+def test_single_hdu_without_gain_uses_measured_sky_noise(tmp_path, caplog):
+    # Without weight, gain argument or GAIN card the variance is the measured sky noise.
+    rng = np.random.default_rng(5)
+    data = 100.0 + 0.01 * np.arange(120)[None, :] + rng.normal(0, 7.0, (100, 120))
+    data[40:45, 50:55] += 5000.0  # a bright source must not inflate the estimate
+    fits.PrimaryHDU(data.astype(np.float32)).writeto(tmp_path / "plain.fits")
     with caplog.at_level(logging.WARNING, logger="promptcal.io.fits_read"):
         exposure = read_exposure(tmp_path / "plain.fits")
-    np.testing.assert_array_equal(exposure.variance, [[1.0, 0.0], [3.0, 4.0]])
-    assert "no gain" in caplog.text
+    assert "no weight, gain given or GAIN card" in caplog.text
+    sigma = np.sqrt(exposure.variance)
+    assert np.ptp(sigma) == 0.0
+    assert abs(sigma[0, 0] / 7.0 - 1.0) < 0.05
     assert exposure.detector.gain == 1.0 and exposure.detector.read_noise == 0.0
 
 

@@ -11,6 +11,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from .astrometry import PointingHint, fit_astrometry, sky_coordinates
+from .astrometry_fit import wcs_pixel_to_icrs
 from .catalog import SourceCatalog
 from .errors import AstrometryError, InvalidInputError
 from .exposure import Exposure
@@ -40,9 +41,15 @@ def hint_wcs(hint: PointingHint, exposure: Exposure) -> WCS:
     return wcs
 
 
+def icrs_deg(wcs: WCS, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS (RA, Dec) [deg] of parent pixels through any celestial WCS (e.g. Galactic)."""
+    ra, dec = wcs_pixel_to_icrs(wcs, x, y)
+    return np.degrees(ra), np.degrees(dec)
+
+
 def pixel_scale_arcsec(wcs: WCS, x: float, y: float) -> float:
     """Geometric-mean pixel scale of ``wcs`` at parent (x, y) [arcsec/px]."""
-    ra, dec = wcs.all_pix2world([x, x + 1.0, x], [y, y, y + 1.0], 0)
+    ra, dec = icrs_deg(wcs, [x, x + 1.0, x], [y, y, y + 1.0])
     a = np.radians(np.column_stack([ra, dec]))
 
     def sep(i, j):
@@ -75,13 +82,13 @@ def load_references(loader, exposure: Exposure, wcs: WCS, pixel_margin: float, e
     ys = np.array([y_min - 0.5, y_min - 0.5, y_max + 0.5, y_max + 0.5])
     cx, cy = exposure.center
     scale = pixel_scale_arcsec(wcs, cx, cy)
-    ra_v, dec_v = wcs.all_pix2world(xs, ys, 0)
+    ra_v, dec_v = icrs_deg(wcs, xs, ys)
     refs = loader.load_region(ra_v, dec_v, margin_deg=pixel_margin * scale / 3600.0, epoch=epoch)
     finite = np.isfinite(np.asarray(refs["ra"], float)) & np.isfinite(
         np.asarray(refs["dec"], float)
     )
     refs = refs[finite]
-    ra_c, dec_c = wcs.all_pix2world([cx], [cy], 0)
+    ra_c, dec_c = icrs_deg(wcs, [cx], [cy])
     radius = 0.5 * np.hypot(exposure.width, exposure.height) * scale / 3600.0
     density = ref_cat_source_density(
         np.asarray(refs["ra"], float), np.asarray(refs["dec"], float), ra_c[0], dec_c[0], radius
@@ -103,18 +110,60 @@ def ref_flux_column(refs: Table, band: str | None) -> str:
     return names[0]
 
 
-def astrometric_sources(psf_stars: SourceCatalog, min_snr: float) -> np.ndarray:
+#: The refit keeps sources whose footprint touches the border band if the centroid is
+#: good: in crowded fields many blended children do, and their positions are fine.
+REFIT_BAD_FLAGS = tuple(f for f in ASTROMETRY_BAD_FLAGS if f != "base_PixelFlags_flag_edge")
+
+
+def astrometric_sources(
+    psf_stars: SourceCatalog, min_snr: float, bad_flags=ASTROMETRY_BAD_FLAGS
+) -> np.ndarray:
     """Spec A6 selection: S/N(PsfFlux) > min_snr, clean, centroid errors < 3 px."""
     snr = np.asarray(psf_stars["slot_PsfFlux_instFlux"], float) / np.asarray(
         psf_stars["slot_PsfFlux_instFluxErr"], float
     )
     good = np.isfinite(snr) & (snr > min_snr)
-    for flag in ASTROMETRY_BAD_FLAGS:
+    for flag in bad_flags:
         good &= ~np.asarray(psf_stars[flag], bool)
     for err in ("slot_Centroid_xErr", "slot_Centroid_yErr"):
         value = np.asarray(psf_stars[err], float)
         good &= np.isfinite(value) & (value < 3.0)
     return good
+
+
+def refit_wcs_on_sources(task, exposure, sources, refs, ref_flux):
+    """Refit the WCS on the deeper star-phase sources, starting from the current WCS.
+
+    LSST fits on the PSF stars only (≥50σ peaks); the star phase has several times more
+    sources, which tightens the solution and lets sparse or shallow frames reach
+    enough matches. Returns the fit, or None when it fails (the PSF-star WCS stays).
+    """
+    config = task.config
+    good = astrometric_sources(sources, config.astrometry_refit_min_snr, REFIT_BAD_FLAGS)
+    if "sky_source" in sources.colnames:
+        good &= ~np.asarray(sources["sky_source"], bool)
+    selected = np.flatnonzero(good)
+    if selected.size < 3:
+        return None
+    cols = ["slot_Centroid_x", "slot_Centroid_y", "slot_PsfFlux_instFlux"]
+    x, y, flux = (np.asarray(sources[c], float)[selected] for c in cols)
+    try:
+        return fit_astrometry(
+            x,
+            y,
+            flux,
+            np.asarray(sources["slot_Centroid_xErr"], float)[selected],
+            np.asarray(sources["slot_Centroid_yErr"], float)[selected],
+            np.asarray(refs["ra"], float),
+            np.asarray(refs["dec"], float),
+            np.asarray(refs[ref_flux], float),
+            initial_wcs=exposure.wcs,
+            bbox=exposure.bbox,
+            config=config.astrometry.model_copy(update={"do_recovery": False}),
+        ), selected
+    except AstrometryError as error:
+        log.warning("astrometric refit on %d sources failed: %s", selected.size, error)
+        return None
 
 
 def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
@@ -199,4 +248,26 @@ def denormalized_matches(refs: Table, sources: SourceCatalog, distance_arcsec) -
             if sources.has(alias) and f"src_{alias}" not in out.colnames:
                 out[f"src_{alias}"] = sources[alias]
     out["distance"] = u.Quantity(distance_arcsec, u.arcsec)
+    return out
+
+
+def nearest_ids(reference: SourceCatalog, cat: SourceCatalog, radius: float) -> np.ndarray:
+    """Id of the closest ``reference`` row within ``radius`` [px] of each row (0 if none)."""
+    from scipy.spatial import cKDTree
+
+    out = np.zeros(len(cat), np.int64)
+    if len(reference) == 0 or len(cat) == 0:
+        return out
+    ref_xy = np.column_stack(
+        [
+            np.asarray(reference["slot_Centroid_x"], float),
+            np.asarray(reference["slot_Centroid_y"], float),
+        ]
+    )
+    xy = np.column_stack(
+        [np.asarray(cat["slot_Centroid_x"], float), np.asarray(cat["slot_Centroid_y"], float)]
+    )
+    distance, index = cKDTree(ref_xy).query(xy, k=1, distance_upper_bound=radius)
+    hit = np.isfinite(distance)
+    out[hit] = np.asarray(reference["id"], np.int64)[index[hit]]
     return out

@@ -24,6 +24,7 @@ COMMAND_MODULES: dict[str, str] = {
     "refcat": "refcat",
     "broker": "broker",
     "topics": "topics",
+    "calibrate": "calibrate",
 }
 
 

@@ -26,7 +26,9 @@ class DeblendConfig(Config):
     min_saddle_significance: float = Field(
         5.0, gt=0, description="Depth of the dip between two peaks needed to split [σ]."
     )
-    max_children: int = Field(20, ge=1, description="At most this many children [1].")
+    max_children: int = Field(
+        500, ge=1, description="At most this many children per footprint (crowded fields) [1]."
+    )
     template_sigma_factor: float = Field(
         2.0, gt=0, description="Template width for pixel assignment [PSF σ]."
     )

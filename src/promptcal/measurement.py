@@ -190,6 +190,8 @@ def measure_sources(
         sflags & mk.SHAPE_NO_CONVERGENCE
     ) != 0
     ap_name = f"base_CircularApertureFlux_{_radius_tag(config.aperture_radius)}"
+    cat.set_slot("slot_ApFlux", ap_name)
+    cat.set_slot("slot_CalibFlux", ap_name)
     _flux_columns(cat, ap_name, ap_flux[:, 0], ap_err[:, 0], ap_trunc[:, 0])
     cat[f"{ap_name}_flag_apertureTruncated"] = ap_trunc[:, 0]
     _flux_columns(cat, "base_GaussianFlux", g_flux, g_err, ~np.isfinite(g_flux))

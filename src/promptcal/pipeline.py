@@ -8,7 +8,17 @@ from pydantic import Field
 from .apcorr import ApCorrConfig
 from .astrometry import AstrometryConfig, PointingHint
 from .background import BackgroundConfig
-from .calibration_steps import fit_wcs, hint_wcs, load_references, ref_flux_column, set_coordinates
+from .calibration_steps import (
+    denormalized_matches,
+    fit_wcs,
+    hint_wcs,
+    load_references,
+    nearest_ids,
+    pixel_scale_arcsec,
+    ref_flux_column,
+    refit_wcs_on_sources,
+    set_coordinates,
+)
 from .config import Config
 from .deblend import DeblendConfig
 from .detection import DetectionConfig
@@ -76,10 +86,24 @@ class CalibrateImageConfig(Config):
     astrometry_ref_band: str | None = Field(
         None, description="Refcat band whose fluxes rank references (None: photometric band)."
     )
+    do_astrometry_refit: bool = Field(
+        True,
+        description="Refit the WCS on all clean star-phase sources and keep it when it "
+        "matches at least as many references as the PSF-star fit.",
+    )
+    astrometry_refit_min_snr: float = Field(
+        10.0, ge=0, description="Refit sources need S/N(PsfFlux) above this [1]."
+    )
     max_mean_astrometric_offset: float = Field(
         0.5, gt=0, description="A larger mean match offset fails the fit [arcsec]."
     )
     photometry: PhotometryConfig = Field(default_factory=PhotometryConfig)
+    photometry_match_radius_px: float = Field(
+        1.25,
+        ge=0,
+        description="The photometric match radius is at least this many pixels, so coarse "
+        "pixel scales keep LSST's 1.25-px radius [px].",
+    )
     summary: SummaryConfig = Field(default_factory=SummaryConfig)
     do_calibrate_pixels: bool = Field(
         True, description="Scale pixels and background to nJy with the fitted calibration."
@@ -206,6 +230,10 @@ class CalibrateImageTask(Task):
         result.stars = stars.stars
         result.stars_footprints = stars.footprints
         self.match_psf_stars(result.psf_stars, result.stars, exposure)
+        if astrometry is not None and config.do_astrometry_refit:
+            astrometry = self._refit_astrometry(
+                exposure, result, stars.sources, refs, ref_flux, astrometry
+            )
         set_coordinates(result.stars, exposure.wcs)
         if astrometry is not None and astrometry.offset_mean > config.max_mean_astrometric_offset:
             exposure.wcs = None
@@ -221,8 +249,14 @@ class CalibrateImageTask(Task):
         if refs is None:
             self._summarize(exposure, result)
             return
+        # LSST's 0.25 arcsec is 1.25 px at 0.2 arcsec/px; keep at least that in pixels.
+        radius = max(
+            config.photometry.match_radius,
+            config.photometry_match_radius_px * pixel_scale_arcsec(exposure.wcs, *exposure.center),
+        )
+        photometry_config = config.photometry.model_copy(update={"match_radius": radius})
         with self.timer("photometry"):
-            photometry = run_photometry(result.stars, refs, exposure.band, config.photometry)
+            photometry = run_photometry(result.stars, refs, exposure.band, photometry_config)
         if "photometry_matches" in config.optional_outputs:
             result.photometry_matches = photometry.matches
         photo_calib = photometry.photo_calib
@@ -231,6 +265,36 @@ class CalibrateImageTask(Task):
         if config.do_calibrate_pixels:
             exposure, result.background = calibrate_pixels(exposure, result.background, photo_calib)
             result.applied_photo_calib = photo_calib
+
+    def _refit_astrometry(self, exposure, result, sources, refs, ref_flux, astrometry):
+        """Refit the WCS on all clean star-phase sources; keep it if it matches more."""
+        with self.timer("astrometry_refit"):
+            refit = refit_wcs_on_sources(self, exposure, sources, refs, ref_flux)
+        if refit is None:
+            return astrometry
+        fit, selected = refit
+        if len(fit.matches) < len(astrometry.matches):
+            return astrometry
+        exposure.wcs = fit.wcs
+        set_coordinates(result.psf_stars, fit.wcs)
+        for key in ("MEAN", "STD", "MEDIAN"):
+            self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(fit, f"offset_{key.lower()}")
+        matched = selected[np.asarray(fit.matches["src_index"], int)]
+        used_ids = set(np.asarray(sources["id"])[matched].tolist())
+        result.stars["calib_astrometry_used"] = np.isin(
+            np.asarray(result.stars["id"]), list(used_ids)
+        )
+        if "astrometry_matches" in self.config.optional_outputs:
+            matched_sources = sources[matched]
+            matched_sources["psf_id"] = nearest_ids(
+                result.psf_stars, matched_sources, self.config.psf_match_radius
+            )
+            result.astrometry_matches = denormalized_matches(
+                refs[np.asarray(fit.matches["ref_index"], int)],
+                matched_sources,
+                np.asarray(fit.matches["distance"], float),
+            )
+        return fit
 
     def _load_references(self, exposure, hint):
         """References over the padded field (spec A2), or (None, None) without a refcat."""

@@ -157,7 +157,7 @@ def fit_psf(
     stamps, variances, off = registered_stamps(
         exposure.image, exposure.variance, noise, footprints.labels, own, xc, yc, size, 3
     )
-    flux = np.asarray(cat["base_CircularApertureFlux_12_0_instFlux"], float)[idx]
+    flux = np.asarray(cat["slot_ApFlux_instFlux"], float)[idx]
     usable = ~off & np.isfinite(flux) & (flux > 0) & np.all(np.isfinite(variances), axis=(1, 2))
     if usable.sum() < config.min_stars:
         raise NoPsfStarsError(

@@ -85,7 +85,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
     for iteration in range(config.psf_iterations):
         sigma = psf.determinant_radius(*center)
         with task.timer("repair"):
-            repair(exposure, sigma, config.repair, keep_crs=True)
+            repair(exposure, psf, config.repair, keep_crs=True)
         with task.timer("detection"):
             # Footprints found with a smoothing σ within the tolerance are the same
             # footprints; re-detecting would only cost time.

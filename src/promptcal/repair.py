@@ -10,6 +10,7 @@ from pydantic import Field
 from .config import Config
 from .exposure import Exposure
 from .kernels.cosmic_rays import interpolate_pixels, mask_cosmic_rays
+from .kernels.detect import clear_bits
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,25 @@ class RepairConfig(Config):
     )
 
 
+def psf_neighbour_ratios(psf, x: float, y: float) -> tuple[float, float]:
+    """PSF value one pixel from the centre, along axes and along diagonals, over the centre.
+
+    Taken from the model's own kernel image, so a peaky (e.g. undersampled) PSF is not
+    mistaken for cosmic rays the way a Gaussian of the same second moments would be.
+    """
+    kernel = psf.kernel_image(x, y)
+    c = kernel.shape[0] // 2
+    centre = kernel[c, c]
+    axes = 0.25 * (kernel[c, c - 1] + kernel[c, c + 1] + kernel[c - 1, c] + kernel[c + 1, c])
+    diagonals = 0.25 * (
+        kernel[c - 1, c - 1] + kernel[c - 1, c + 1] + kernel[c + 1, c - 1] + kernel[c + 1, c + 1]
+    )
+    return float(axes / centre), float(diagonals / centre)
+
+
 def repair(
     exposure: Exposure,
-    psf_sigma: float,
+    psf,
     config: RepairConfig,
     *,
     keep_crs: bool,
@@ -40,8 +57,10 @@ def repair(
 ) -> int:
     """Interpolate defects and find cosmic rays; mask them, and repair unless ``keep_crs``.
 
-    ``find_crs=False`` only repairs the pixels already in the CR plane (the final
-    repair of the PSF phase runs on pixels the finder has just searched).
+    ``psf`` is the current PSF model. With ``keep_crs`` the CR plane is rebuilt (the
+    verdict depends on the PSF, which improves between passes); ``find_crs=False`` only
+    repairs the pixels already in the CR plane (the final repair of the PSF phase runs
+    on pixels the finder has just searched).
 
     Returns
     -------
@@ -60,13 +79,17 @@ def repair(
     if not find_crs:
         n_cr = int(mask.any_set("CR"))
     else:
+        if keep_crs:
+            clear_bits(mask.array, np.int32(mask.bit("CR")))
+        ratio1, ratio2 = psf_neighbour_ratios(psf, *exposure.center)
         n_cr = mask_cosmic_rays(
             exposure.image,
             exposure.variance,
             mask.array,
             np.int32(mask.bit("SAT", "NO_DATA", "BAD", "INTRP")),
             np.int32(mask.bit("CR")),
-            psf_sigma,
+            ratio1,
+            ratio2,
             config.min_sigma,
             config.min_dn,
             config.cond3_fac,

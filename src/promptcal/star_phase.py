@@ -73,10 +73,13 @@ class StarPhaseResult:
         Selected stars plus sky sources.
     footprints : Footprints
         Footprints of the selected stars (labels ``i + 1`` for row ``i``).
+    sources : SourceCatalog
+        Every measured source before selection (for the astrometric refit).
     """
 
     stars: SourceCatalog
     footprints: Footprints
+    sources: SourceCatalog
 
 
 def psf_shape_columns(cat: SourceCatalog, psf, bbox, grid: int = 5) -> None:
@@ -195,7 +198,7 @@ def find_stars(
     stars = cat[keep]
     stars.meta["slots"] = dict(cat.meta["slots"])
     log.info("Star phase: %d sources (%d sky), %d selected", n, len(sky), keep.size)
-    return StarPhaseResult(stars, source_footprints.subset(keep))
+    return StarPhaseResult(stars, source_footprints.subset(keep), cat)
 
 
 def apply_calibration_normalization(cat: SourceCatalog, ap_corr_map, tophat_name: str) -> None:

@@ -298,6 +298,21 @@ def _companion(path: str | os.PathLike[str], extname: str, shape: tuple[int, ...
     return data
 
 
+def empirical_noise_sigma(image: np.ndarray) -> float:
+    """Per-pixel noise σ from the MAD of horizontal pixel differences [image unit].
+
+    Differencing neighbours cancels smooth background and most of the sources' light,
+    and the MAD ignores the rest; ``σ = 1.4826 MAD / √2``.
+    """
+    diffs = np.diff(image[:, ::2], axis=1).ravel() if image.shape[1] > 2 else image.ravel()
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size == 0:
+        raise InvalidInputError("image has no finite pixels")
+    mad = float(np.median(np.abs(diffs - np.median(diffs))))
+    sigma = 1.4826 * mad / np.sqrt(2.0)
+    return sigma if sigma > 0 else 1.0
+
+
 def _read_single(
     hdul: fits.HDUList,
     image_hdu: Any,
@@ -328,9 +343,18 @@ def _read_single(
             variance = np.where(usable, 1.0 / np.where(usable, weight, 1.0), np.inf)
         mask.array[~usable] |= mask.bit("NO_DATA")
         variance = variance.astype(np.float32)
+    elif gain is None and not found["gain"]:
+        # Without a noise model the measured sky noise is a better variance than a
+        # guessed gain (e.g. resampled mosaics in MJy/sr).
+        sigma = empirical_noise_sigma(image)
+        log.warning(
+            "%s: no weight, gain given or GAIN card; variance set to the measured "
+            "sky noise (σ = %.4g per pixel)",
+            name,
+            sigma,
+        )
+        variance = np.full(image.shape, sigma * sigma, np.float32)
     else:
-        if gain is None and not found["gain"]:
-            log.warning("%s: no gain given or in the header; assuming 1 e-/count", name)
         if read_noise is None and not found["read_noise"]:
             log.warning("%s: no read noise given or in the header; assuming 0 e-", name)
         g, rn = detector.gain, detector.read_noise

@@ -9,9 +9,9 @@ from ._jit import kernel
 
 @kernel
 def mask_cosmic_rays(
-    image, variance, mask, skip_bits, cr_bit, psf_sigma, min_sigma, min_dn, fac, fac2
+    image, variance, mask, skip_bits, cr_bit, ratio1, ratio2, min_sigma, min_dn, fac, fac2
 ):
-    """Run :func:`find_cosmic_rays` on pixels without ``skip_bits`` and OR ``cr_bit`` in.
+    """Run :func:`find_sharp_pixels` on pixels without ``skip_bits`` and OR ``cr_bit`` in.
 
     Returns
     -------
@@ -23,7 +23,7 @@ def mask_cosmic_rays(
     for y in range(height):
         for x in range(width):
             skip[y, x] = (mask[y, x] & skip_bits) != 0
-    cr = find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, fac2)
+    cr = find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2)
     count = 0
     for y in range(height):
         for x in range(width):
@@ -58,10 +58,20 @@ def find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, f
     numpy.ndarray
         bool (H, W) cosmic-ray pixels (grown by one pixel into significant neighbours).
     """
-    height, width = image.shape
-    cr = np.zeros((height, width), np.bool_)
     ratio1 = np.exp(-0.5 / (psf_sigma * psf_sigma))
     ratio2 = np.exp(-1.0 / (psf_sigma * psf_sigma))
+    return find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2)
+
+
+@kernel
+def find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2):
+    """:func:`find_cosmic_rays` with the PSF given by its neighbour/centre ratios.
+
+    ``ratio1`` is the PSF value one pixel from the centre along a row or column and
+    ``ratio2`` one pixel along a diagonal, both relative to the central pixel.
+    """
+    height, width = image.shape
+    cr = np.zeros((height, width), np.bool_)
     for y in range(1, height - 1):
         for x in range(1, width - 1):
             if skip[y, x]:

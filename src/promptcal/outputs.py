@@ -1,0 +1,532 @@
+"""Writers and readers of the calibration products (design §3, ``docs/products.md``).
+
+:func:`write_products` turns the Struct of :meth:`CalibrateImageTask.run` (complete, or
+partial after an :class:`~promptcal.errors.AlgorithmError`) into files:
+
+- ``calexp.fits``: the output exposure plus ``PSF``, ``APCORR``, ``BKGD<i>`` and
+  ``SUMMARY`` HDUs, so the file alone reproduces the calibration (:func:`read_calexp`);
+- ``stars.parquet``, ``psf_stars.parquet``, ``astrometry_matches.parquet``,
+  ``photometry_matches.parquet``: catalogs with units (:func:`read_catalog`);
+- ``stars_footprints.parquet``, ``psf_stars_footprints.parquet``: span tables
+  ``id, y, x0, x1`` in parent pixels;
+- ``background.fits``: the subtracted BackgroundList;
+- ``summary.json``: status, error, summary statistics, calibration, timings, provenance.
+
+Every file is written to a temporary name in the output directory and renamed into
+place, so a reader never sees a partial file and a replay overwrites. The pixel and
+catalog products are byte-identical for the same input and configuration; the only
+wall-clock value is ``created`` in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from astropy.io import fits
+from astropy.table import MaskedColumn, Table
+
+from . import __version__
+from .apcorr import ApCorrMap
+from .background import BackgroundList
+from .catalog import SourceCatalog
+from .errors import InvalidInputError
+from .exposure import Exposure
+from .io import read_exposure, read_extra_hdus, write_exposure
+from .psf import psf_from_hdu
+
+SCHEMA_VERSION = 1
+#: Catalog outputs of the result Struct -> file name.
+CATALOG_PRODUCTS = {
+    "stars": "stars.parquet",
+    "psf_stars": "psf_stars.parquet",
+    "astrometry_matches": "astrometry_matches.parquet",
+    "photometry_matches": "photometry_matches.parquet",
+}
+#: Footprint outputs -> (catalog whose ids label them, file name).
+FOOTPRINT_PRODUCTS = {
+    "stars_footprints": ("stars", "stars_footprints.parquet"),
+    "psf_stars_footprints": ("psf_stars", "psf_stars_footprints.parquet"),
+}
+_SLOTS_KEY = b"promptcal.slots"
+_META_KEY = b"promptcal.meta"
+
+
+# ----------------------------------------------------------------------------- atomic
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are meant to be shared
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays made plain and non-finite floats made None."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, u.Quantity):
+        return json_safe(value.value)
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- catalogs
+
+
+def _arrow_column(column) -> tuple[pa.Array, dict[bytes, bytes]]:
+    data = np.asarray(column)
+    mask = None
+    if isinstance(column, MaskedColumn) and np.any(column.mask):
+        mask = np.asarray(column.mask, bool)
+        data = np.asarray(column.filled(0 if data.dtype.kind in "iub" else np.nan))
+    if data.dtype.kind == "O":
+        raise InvalidInputError(f"column {column.name!r} has object dtype; cannot write it")
+    if data.ndim == 1:
+        array = pa.array(data, mask=mask)
+    elif data.ndim == 2 and mask is None:
+        flat = pa.array(np.ascontiguousarray(data).ravel())
+        array = pa.FixedSizeListArray.from_arrays(flat, data.shape[1])
+    else:
+        raise InvalidInputError(f"column {column.name!r} of shape {data.shape} is not supported")
+    meta: dict[bytes, bytes] = {}
+    if getattr(column, "unit", None) is not None:
+        meta[b"unit"] = column.unit.to_string().encode()
+    if getattr(column, "description", None):
+        meta[b"description"] = str(column.description).encode()
+    return array, meta
+
+
+def catalog_to_arrow(table: Table) -> pa.Table:
+    """An Arrow table of ``table`` with units in the field metadata.
+
+    For a catalog with ``meta["slots"]``, every column reachable through a slot alias is
+    also written under the alias name (field metadata ``alias_of``), so Parquet readers
+    without promptcal see ``slot_PsfFlux_flux`` etc.
+    """
+    fields, arrays = [], []
+    for name in table.colnames:
+        array, meta = _arrow_column(table[name])
+        fields.append(pa.field(name, array.type, metadata=meta or None))
+        arrays.append(array)
+    slots = dict(table.meta.get("slots", {}))
+    seen = set(table.colnames)
+    for slot, target in slots.items():
+        for name in table.colnames:
+            if name != target and not name.startswith(target + "_"):
+                continue
+            alias = slot + name[len(target) :]
+            if alias in seen:
+                continue
+            seen.add(alias)
+            array, meta = _arrow_column(table[name])
+            meta[b"alias_of"] = name.encode()
+            fields.append(pa.field(alias, array.type, metadata=meta))
+            arrays.append(array)
+    schema_meta = {_SLOTS_KEY: json.dumps(slots, sort_keys=True).encode()}
+    other = {k: v for k, v in table.meta.items() if k != "slots"}
+    if other:
+        schema_meta[_META_KEY] = json.dumps(json_safe(other), sort_keys=True).encode()
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=schema_meta))
+
+
+def write_catalog(table: Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` to Parquet atomically (units and slot aliases kept)."""
+    arrow = catalog_to_arrow(table)
+    return atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
+
+
+def _numpy_column(array: pa.ChunkedArray) -> np.ndarray | np.ma.MaskedArray:
+    array = array.combine_chunks()
+    if pa.types.is_fixed_size_list(array.type):
+        flat = array.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(array), array.type.list_size)
+    if array.null_count:
+        values = array.to_numpy(zero_copy_only=False)
+        return np.ma.masked_array(
+            np.asarray([0 if v is None else v for v in values]),
+            mask=np.asarray(array.is_null()),
+        )
+    values = array.to_numpy(zero_copy_only=False)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        return values.astype(str)
+    return values
+
+
+def read_table(path: str | os.PathLike[str], *, cls: type[Table] = Table) -> Table:
+    """Read a Parquet product into ``cls`` with units; alias columns are dropped.
+
+    Raises
+    ------
+    InvalidInputError
+        The file is missing or not a readable Parquet file.
+    """
+    name = os.fspath(path)
+    try:
+        arrow = pq.read_table(name)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidInputError(f"{name}: not a readable Parquet file ({exc})") from exc
+    schema_meta = arrow.schema.metadata or {}
+    out = cls()
+    for field, column in zip(arrow.schema, arrow.columns, strict=True):
+        meta = field.metadata or {}
+        if b"alias_of" in meta:
+            continue
+        values = _numpy_column(column)
+        unit = meta.get(b"unit")
+        out[field.name] = values
+        if unit is not None:
+            out[field.name].unit = u.Unit(unit.decode(), parse_strict="silent")
+        if b"description" in meta:
+            out[field.name].description = meta[b"description"].decode()
+    if _META_KEY in schema_meta:
+        out.meta.update(json.loads(schema_meta[_META_KEY]))
+    if _SLOTS_KEY in schema_meta:
+        slots = json.loads(schema_meta[_SLOTS_KEY])
+        if slots or not isinstance(out, SourceCatalog):
+            out.meta["slots"] = slots
+    return out
+
+
+def read_catalog(path: str | os.PathLike[str]) -> SourceCatalog:
+    """Read ``stars.parquet``/``psf_stars.parquet`` into a SourceCatalog (slots restored)."""
+    return read_table(path, cls=SourceCatalog)
+
+
+# ----------------------------------------------------------------------------- footprints
+
+
+def footprint_ids(footprints, catalog: Table) -> np.ndarray:
+    """Source id of each footprint (0 where no catalog row owns it).
+
+    Footprint ``i`` belongs to row ``i`` when the counts agree (the pipeline keeps them
+    aligned); otherwise ownership is looked up at each row's rounded centroid.
+    """
+    ids = np.asarray(catalog["id"], np.int64)
+    if footprints.n == len(catalog):
+        return ids
+    out = np.zeros(footprints.n, np.int64)
+    x = np.rint(np.asarray(catalog["slot_Centroid_x"], float)) - footprints.xy0[0]
+    y = np.rint(np.asarray(catalog["slot_Centroid_y"], float)) - footprints.xy0[1]
+    h, w = footprints.labels.shape
+    inside = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (y >= 0) & (x < w) & (y < h)
+    labels = footprints.labels[y[inside].astype(int), x[inside].astype(int)]
+    owned = labels > 0
+    out[labels[owned] - 1] = ids[inside][owned]
+    return out
+
+
+def footprint_spans(footprints, catalog: Table) -> Table:
+    """Span table ``id, y, x0, x1`` (parent pixels, x1 inclusive), sorted by id, y, x0."""
+    spans = footprints.spans_table(footprint_ids(footprints, catalog))
+    order = np.lexsort((spans["x0"], spans["y"], spans["id"]))
+    spans = spans[order]
+    for name in ("y", "x0", "x1"):
+        spans[name].unit = u.pix
+    return spans
+
+
+# ----------------------------------------------------------------------------- FITS
+
+
+def _object_array(items: list[np.ndarray]) -> np.ndarray:
+    """1-D object array of arrays (numpy would stack equal-length arrays into 2-D)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def summary_to_hdu(summary: Mapping[str, Any]) -> fits.BinTableHDU:
+    """``SUMMARY`` BinTable: one row per statistic (``name``, ``kind``, ``value`` array).
+
+    ``kind`` is ``float``, ``int``, ``bool`` or ``list``; scalars are one-element arrays
+    and NaN stays NaN, so non-Python FITS readers can use it too.
+    """
+    names, kinds, values = [], [], []
+    for key in sorted(summary):
+        value = summary[key]
+        if isinstance(value, (bool, np.bool_)):
+            kind, array = "bool", [float(value)]
+        elif isinstance(value, (int, np.integer)):
+            kind, array = "int", [float(value)]
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            kind, array = "list", [float(v) for v in value]
+        elif value is None:
+            kind, array = "float", [np.nan]
+        else:
+            kind, array = "float", [float(value)]
+        names.append(key)
+        kinds.append(kind)
+        values.append(np.asarray(array, np.float64))
+    width = max([len(n) for n in names] + [1])
+    cols = [
+        fits.Column("name", f"{width}A", array=names),
+        fits.Column("kind", "5A", array=kinds),
+        fits.Column("value", "PD()", array=_object_array(values)),
+    ]
+    return fits.BinTableHDU.from_columns(cols, name="SUMMARY")
+
+
+def summary_from_hdu(hdu) -> dict[str, Any]:
+    """Inverse of :func:`summary_to_hdu`."""
+    out: dict[str, Any] = {}
+    for row in hdu.data:
+        kind = str(row["kind"]).strip()
+        value = np.asarray(row["value"], np.float64)
+        if kind == "list":
+            out[str(row["name"]).strip()] = [float(v) for v in value]
+        elif kind == "int":
+            out[str(row["name"]).strip()] = int(value[0])
+        elif kind == "bool":
+            out[str(row["name"]).strip()] = bool(value[0])
+        else:
+            out[str(row["name"]).strip()] = float(value[0])
+    return out
+
+
+def calexp_extra_hdus(exposure: Exposure, background: BackgroundList | None) -> list[Any]:
+    """The PSF, APCORR, BKGD<i> and SUMMARY HDUs of whatever models exist."""
+    hdus: list[Any] = []
+    if exposure.psf is not None:
+        hdu = exposure.psf.to_hdu()
+        hdu.header["EXTNAME"] = "PSF"
+        hdus.append(hdu)
+    if exposure.ap_corr_map:
+        hdus.append(exposure.ap_corr_map.to_hdu())
+    if background:
+        hdus.extend(background.to_hdus())
+    if exposure.summary is not None:
+        hdus.append(summary_to_hdu(exposure.summary))
+    return hdus
+
+
+def write_calexp(
+    exposure: Exposure, path: str | os.PathLike[str], background: BackgroundList | None = None
+) -> Path:
+    """Write the calibrated exposure with its models (atomic)."""
+    write_exposure(exposure, path, extra_hdus=calexp_extra_hdus(exposure, background))
+    return Path(path)
+
+
+def read_calexp(path: str | os.PathLike[str]) -> tuple[Exposure, BackgroundList]:
+    """Read ``calexp.fits``: the Exposure (psf, ap_corr_map, summary restored) and the
+    BackgroundList (empty when the file has none)."""
+    exposure = read_exposure(path)
+    extras = read_extra_hdus(path)
+    if "PSF" in extras:
+        exposure.psf = psf_from_hdu(extras["PSF"])
+    if "APCORR" in extras:
+        exposure.ap_corr_map = ApCorrMap.from_hdu(extras["APCORR"])
+    if "SUMMARY" in extras:
+        exposure.summary = summary_from_hdu(extras["SUMMARY"])
+    return exposure, BackgroundList.from_hdus(extras.values())
+
+
+def write_background(background: BackgroundList, path: str | os.PathLike[str]) -> Path:
+    """``background.fits``: an empty primary HDU plus one ``BKGD<i>`` HDU per element."""
+    hdul = fits.HDUList([fits.PrimaryHDU(), *background.to_hdus()])
+    return atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
+
+
+def read_background(path: str | os.PathLike[str]) -> BackgroundList:
+    """Read ``background.fits`` (or any file with ``BKGD<i>`` HDUs)."""
+    return BackgroundList.from_hdus(read_extra_hdus(path).values())
+
+
+# ----------------------------------------------------------------------------- products
+
+
+def _photo_calib_json(photo_calib) -> dict[str, float] | None:
+    if photo_calib is None:
+        return None
+    return {"mean": float(photo_calib.mean), "error": float(photo_calib.error)}
+
+
+def _error_dict(error: Any) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    if isinstance(error, BaseException):
+        return {
+            "type": type(error).__name__,
+            "message": str(error),
+            "metadata": dict(getattr(error, "metadata", {}) or {}),
+        }
+    return {
+        "type": error.get("type"),
+        "message": error.get("message"),
+        "metadata": dict(error.get("metadata") or {}),
+    }
+
+
+def build_summary_document(
+    result,
+    *,
+    task=None,
+    status: str = "success",
+    error: Any = None,
+    timings: Mapping[str, float] | None = None,
+    inputs: Sequence[str] = (),
+    products: Mapping[str, Path] | None = None,
+) -> dict[str, Any]:
+    """The content of ``summary.json`` (see ``docs/products.md``)."""
+    exposure: Exposure | None = getattr(result, "output_exposure", None)
+    summary = getattr(result, "summary", None)
+    if summary is None and exposure is not None:
+        summary = exposure.summary
+    durations = dict(task.stage_durations()) if task is not None else {}
+    durations.update(timings or {})
+    stars = getattr(result, "stars", None)
+    psf_stars = getattr(result, "psf_stars", None)
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "error": _error_dict(error),
+        "visit": None,
+        "detector": None,
+        "band": None,
+        "summary": dict(summary or {}),
+        "applied_calibration": _photo_calib_json(getattr(result, "applied_photo_calib", None)),
+        "exposure_calibration": None,
+        "n_stars": None if stars is None else len(stars),
+        "n_psf_stars": None if psf_stars is None else len(psf_stars),
+        "n_psf_stars_used": None,
+        "timings": durations,
+        "config_hash": task.config.config_hash() if task is not None else None,
+        "software_version": __version__,
+        "inputs": [os.path.basename(os.fspath(p)) for p in inputs],
+        "products": {k: Path(p).name for k, p in sorted((products or {}).items())},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    if psf_stars is not None and "calib_psf_used" in psf_stars.colnames:
+        doc["n_psf_stars_used"] = int(np.sum(psf_stars["calib_psf_used"]))
+    if exposure is not None:
+        doc["visit"] = int(exposure.visit_info.exposure_id)
+        doc["detector"] = None if exposure.detector is None else int(exposure.detector.id)
+        doc["band"] = exposure.band
+        doc["exposure_calibration"] = _photo_calib_json(exposure.photo_calib)
+    return json_safe(doc)
+
+
+def write_summary_json(document: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``document`` as strict JSON (no NaN literals), atomically."""
+    text = json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as stream:
+            stream.write(text)
+
+    return atomic_write(path, write)
+
+
+def write_products(
+    result,
+    output_dir: str | os.PathLike[str],
+    *,
+    task=None,
+    status: str = "success",
+    error: Any = None,
+    timings: Mapping[str, float] | None = None,
+    make_plots: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> dict[str, Path]:
+    """Write every product that exists in ``result`` into ``output_dir``.
+
+    Parameters
+    ----------
+    result : Struct
+        Output of :meth:`CalibrateImageTask.run`, or the partial Struct it filled before
+        raising (its ``failure`` is used when ``error`` is not given).
+    output_dir : path
+        Created when missing; existing products are overwritten atomically.
+    task : CalibrateImageTask, optional
+        Supplies the stage timings, the config hash and the reference band of the plots.
+    status : {"success", "failed"}
+        Forced to ``"failed"`` when an error is given or recorded in ``result``.
+    error : AlgorithmError or dict, optional
+        The failure (``type``, ``message``, ``metadata``).
+    timings : mapping, optional
+        Extra durations [s] merged over ``task.stage_durations()``.
+    make_plots : bool
+        Also write the QA figures (``psf_grid.png``, ``astrometry_residuals.png``,
+        ``photometry_residuals.png``) that the available products allow.
+    inputs : sequence of path
+        Input files; their base names go into ``summary.json``.
+
+    Returns
+    -------
+    dict[str, pathlib.Path]
+        Product kind (``calexp``, ``stars``, ..., ``summary``) -> written path;
+        ``summary.json`` is written last, so its presence marks a complete set.
+    """
+    if status not in ("success", "failed"):
+        raise InvalidInputError(f"status must be 'success' or 'failed', got {status!r}")
+    error = error if error is not None else getattr(result, "failure", None)
+    if error is not None:
+        status = "failed"
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    exposure = getattr(result, "output_exposure", None)
+    background = getattr(result, "background", None)
+    if exposure is not None:
+        paths["calexp"] = write_calexp(exposure, out / "calexp.fits", background)
+    for key, filename in CATALOG_PRODUCTS.items():
+        table = getattr(result, key, None)
+        if table is not None:
+            paths[key] = write_catalog(table, out / filename)
+    for key, (owner, filename) in FOOTPRINT_PRODUCTS.items():
+        footprints = getattr(result, key, None)
+        catalog = getattr(result, owner, None)
+        if footprints is not None and catalog is not None:
+            paths[key] = write_catalog(footprint_spans(footprints, catalog), out / filename)
+    if background:
+        paths["background"] = write_background(background, out / "background.fits")
+    if make_plots:
+        from .outputs_plots import write_plots  # lazy: matplotlib is slow to import
+
+        paths.update(write_plots(result, out, task=task))
+    document = build_summary_document(
+        result,
+        task=task,
+        status=status,
+        error=error,
+        timings=timings,
+        inputs=[os.fspath(p) for p in inputs],
+        products=paths,
+    )
+    paths["summary"] = write_summary_json(document, out / "summary.json")
+    return paths
