@@ -3,6 +3,7 @@ and spatial Chebyshev fits of CalibFlux/flux for PsfFlux and GaussianFlux."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,17 +14,23 @@ from pydantic import Field
 from .config import Config
 from .errors import MeasureApCorrError, NormalizedCalibrationFluxError
 
+log = logging.getLogger(__name__)
+
 NORMALIZED_CALIB = "base_NormalizedCompensatedTophatFlux"
 
 
 class ApCorrConfig(Config):
     """Aperture-correction measurement."""
 
-    tophat_name: str = Field(
-        "base_CompensatedTophatFlux_12", description="Flux normalised to the aperture flux."
+    tophat_name: str | None = Field(
+        None,
+        description="Flux normalised to the aperture flux; None: the measured "
+        "compensated tophat (base_CompensatedTophatFlux_<r>).",
     )
-    aperture_name: str = Field(
-        "base_CircularApertureFlux_12_0", description="Reference aperture flux."
+    aperture_name: str | None = Field(
+        None,
+        description="Reference aperture flux; None: the measured circular aperture "
+        "(base_CircularApertureFlux_<r>).",
     )
     normalization_min_snr: float = Field(200.0, ge=0, description="Tophat S/N cut [1].")
     fluxes_to_correct: tuple[str, ...] = Field(
@@ -34,6 +41,11 @@ class ApCorrConfig(Config):
     n_iterations: int = Field(4, ge=0, description="Clipping rounds [1].")
     clip_nsigma: float = Field(4.0, gt=0, description="Clip at this × normalised MAD [1].")
     min_degrees_of_freedom: int = Field(1, ge=0, description="N − n_params at least [1].")
+    allow_failure: bool = Field(
+        False,
+        description="When a flux has too few stars, install an identity correction "
+        "(1.0) with a warning instead of raising MeasureApCorrError (small cut-outs).",
+    )
 
 
 @dataclass
@@ -171,6 +183,12 @@ def measure_ap_corr(cat, used: np.ndarray, config: ApCorrConfig, bbox) -> ApCorr
         order = config.order
         while order >= 0 and n - n_params(order) < config.min_degrees_of_freedom:
             order -= 1
+        if order < 0 and config.allow_failure:
+            log.warning("aperture correction of %s: only %d stars; using 1.0", name, n)
+            result[f"{name}_instFlux"] = ChebyshevField(np.array([[1.0]]), bbox)
+            result[f"{name}_instFluxErr"] = ChebyshevField(np.array([[0.0]]), bbox)
+            cat[f"apcorr_{name}_used"] = np.zeros(len(cat), bool)
+            continue
         if order < 0:
             raise MeasureApCorrError(
                 f"Unable to measure aperture correction for '{name}': only {n} sources, "

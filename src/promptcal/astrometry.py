@@ -71,6 +71,12 @@ class AstrometryConfig(Config):
     )
     sip_grid_points: int = Field(25, ge=5, description="Grid per axis of the TAN-SIP fit [1].")
     min_matches: int = Field(3, ge=3, description="Fewest final matches accepted [1].")
+    trusted_wcs_tolerance_px: float | None = Field(
+        None,
+        gt=0,
+        description="When set, the initial WCS is trusted to this radius: the pattern vote "
+        "is skipped and matching starts directly (used to refit an already fitted WCS) [px].",
+    )
     do_recovery: bool = Field(True, description="Try recovery mode when default mode fails.")
     force_recovery: bool = Field(False, description="Skip default mode, recover from the hint.")
     recovery_max_scale_error: float = Field(
@@ -217,7 +223,7 @@ def fit_astrometry(
     if initial_wcs is not None and not c.force_recovery:
         try:
             solver = Solver((sx, sy, sf), rra, rdec, rf, bbox, c)
-            solution = solver.solve(initial_wcs)
+            solution = solver.solve(initial_wcs, vote_free_tolerance=c.trusted_wcs_tolerance_px)
         except NoSolution as exc:
             attempts.append(f"default mode: {exc}")
     rec_info: dict = {}

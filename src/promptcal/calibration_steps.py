@@ -136,10 +136,31 @@ def refit_wcs_on_sources(task, exposure, sources, refs, ref_flux):
 
     LSST fits on the PSF stars only (≥50σ peaks); the star phase has several times more
     sources, which tightens the solution and lets sparse or shallow frames reach
-    enough matches. Returns the fit, or None when it fails (the PSF-star WCS stays).
+    enough matches. When clean sources give fewer than
+    ``astrometry_saturated_fallback_matches`` matches (bright-only refcats on small
+    telescopes), saturated stars are admitted too. Returns ``(fit, selected)``, or None
+    when no refit succeeds (the PSF-star WCS stays).
     """
     config = task.config
-    good = astrometric_sources(sources, config.astrometry_refit_min_snr, REFIT_BAD_FLAGS)
+    best = _refit(task, exposure, sources, refs, ref_flux, REFIT_BAD_FLAGS, {})
+    n_best = 0 if best is None else len(best[0].matches)
+    if n_best < config.astrometry_saturated_fallback_matches:
+        # Saturated cores are flat, so their centroid flag is set too; their positions
+        # are still good to a pixel or two, which is what such frames need.
+        relaxed = ("base_PixelFlags_flag_saturated", "base_SdssCentroid_flag")
+        flags = tuple(f for f in REFIT_BAD_FLAGS if f not in relaxed)
+        # Their fluxes are clipped, so magnitude-outlier rejection would drop them all.
+        no_mag = {"do_magnitude_outlier_rejection": False}
+        fallback = _refit(task, exposure, sources, refs, ref_flux, flags, no_mag)
+        if fallback is not None and len(fallback[0].matches) > n_best:
+            log.info("astrometric refit admits saturated stars (%d matches)", n_best)
+            best = fallback
+    return best
+
+
+def _refit(task, exposure, sources, refs, ref_flux, bad_flags, overrides):
+    config = task.config
+    good = astrometric_sources(sources, config.astrometry_refit_min_snr, bad_flags)
     if "sky_source" in sources.colnames:
         good &= ~np.asarray(sources["sky_source"], bool)
     selected = np.flatnonzero(good)
@@ -159,7 +180,9 @@ def refit_wcs_on_sources(task, exposure, sources, refs, ref_flux):
             np.asarray(refs[ref_flux], float),
             initial_wcs=exposure.wcs,
             bbox=exposure.bbox,
-            config=config.astrometry.model_copy(update={"do_recovery": False}),
+            config=config.astrometry.model_copy(
+                update={"do_recovery": False, "trusted_wcs_tolerance_px": 2.0, **overrides}
+            ),
         ), selected
     except AstrometryError as error:
         log.warning("astrometric refit on %d sources failed: %s", selected.size, error)

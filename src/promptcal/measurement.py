@@ -189,7 +189,7 @@ def measure_sources(
     cat["ext_shapeHSM_HsmSourceMoments_flag_no_convergence"] = (
         sflags & mk.SHAPE_NO_CONVERGENCE
     ) != 0
-    ap_name = f"base_CircularApertureFlux_{_radius_tag(config.aperture_radius)}"
+    ap_name, tophat_name = flux_names(config)
     cat.set_slot("slot_ApFlux", ap_name)
     cat.set_slot("slot_CalibFlux", ap_name)
     _flux_columns(cat, ap_name, ap_flux[:, 0], ap_err[:, 0], ap_trunc[:, 0])
@@ -203,7 +203,6 @@ def measure_sources(
     # tophat = A_in − scale × A_annulus, and the two sums are independent.
     annulus_var = np.maximum(ap_err[:, 2] ** 2 - ap_err[:, 1] ** 2, 0)
     tophat_err = np.sqrt(ap_err[:, 1] ** 2 + annulus_var * scale**2)
-    tophat_name = f"base_CompensatedTophatFlux_{round(config.tophat_radius)}"
     _flux_columns(cat, tophat_name, tophat, tophat_err, ap_trunc[:, 2])
     for flag, plane in PIXEL_FLAG_PLANES.items():
         bit = mask.bit(plane)
@@ -217,8 +216,11 @@ def measure_sources(
     return cat
 
 
-def _radius_tag(radius: float) -> str:
-    return f"{radius:.1f}".replace(".", "_")
+def flux_names(config: MeasurementConfig) -> tuple[str, str]:
+    """Column prefixes of the circular aperture and the compensated tophat (LSST names)."""
+    aperture = f"base_CircularApertureFlux_{config.aperture_radius:.1f}".replace(".", "_")
+    tophat = f"base_CompensatedTophatFlux_{round(config.tophat_radius)}"
+    return aperture, tophat
 
 
 def _flux_columns(cat, name, flux, err, flag) -> None:

@@ -22,10 +22,10 @@ from .calibration_steps import (
 from .config import Config
 from .deblend import DeblendConfig
 from .detection import DetectionConfig
-from .errors import AlgorithmError, BadAstrometryFit, InvalidInputError
+from .errors import AlgorithmError, AstrometryError, BadAstrometryFit, InvalidInputError
 from .exposure import Exposure
 from .ids import IdGenerator
-from .measurement import MeasurementConfig
+from .measurement import MeasurementConfig, flux_names
 from .photometry import PhotometryConfig, calibrate_pixels, resolve_ref_band, run_photometry
 from .psf_determiner import PsfDeterminerConfig, StarSelectorConfig
 from .psf_phase import compute_psf, measure_aperture_correction
@@ -94,6 +94,18 @@ class CalibrateImageConfig(Config):
     astrometry_refit_min_snr: float = Field(
         10.0, ge=0, description="Refit sources need S/N(PsfFlux) above this [1]."
     )
+    astrometry_saturated_fallback_matches: int = Field(
+        10,
+        ge=0,
+        description="If the refit on unsaturated sources matches fewer references than "
+        "this, saturated stars are admitted (bright-only refcats) [1].",
+    )
+    max_mean_astrometric_offset_px: float = Field(
+        2.5,
+        gt=0,
+        description="The mean-offset limit is at least this many pixels (LSST's 0.5 arcsec "
+        "is 2.5 px at 0.2 arcsec/px), so coarse pixel scales are not failed [px].",
+    )
     max_mean_astrometric_offset: float = Field(
         0.5, gt=0, description="A larger mean match offset fails the fit [arcsec]."
     )
@@ -112,6 +124,16 @@ class CalibrateImageConfig(Config):
         ("astrometry_matches", "photometry_matches", "mask"),
         description="Outputs produced only when listed.",
     )
+
+    def resolved_ap_corr(self) -> ApCorrConfig:
+        """``ap_corr`` with the flux names the measurement configuration produces."""
+        aperture, tophat = flux_names(self.measurement)
+        return self.ap_corr.model_copy(
+            update={
+                "aperture_name": self.ap_corr.aperture_name or aperture,
+                "tophat_name": self.ap_corr.tophat_name or tophat,
+            }
+        )
 
 
 class CalibrateImageTask(Task):
@@ -215,32 +237,50 @@ class CalibrateImageTask(Task):
         result.background = psf_result.background
         self.measure_aperture_correction(exposure, result.psf_stars)
         astrometry = None
+        psf_star_failure = None
         if refs is not None:
-            with self.timer("astrometry"):
-                astrometry, matches = fit_wcs(
-                    self, exposure, result.psf_stars, refs, ref_flux, hint
-                )
-            for key in ("MEAN", "STD", "MEDIAN"):
-                self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(
-                    astrometry, f"offset_{key.lower()}"
-                )
-            if "astrometry_matches" in config.optional_outputs:
-                result.astrometry_matches = matches
+            try:
+                with self.timer("astrometry"):
+                    astrometry, matches = fit_wcs(
+                        self, exposure, result.psf_stars, refs, ref_flux, hint
+                    )
+            except AstrometryError as error:
+                # Too few bright stars (small cut-outs): the deeper star phase may do.
+                if not (config.do_astrometry_refit and exposure.wcs is not None):
+                    raise
+                psf_star_failure = error
+                self.log.warning("PSF-star astrometry failed (%s); trying all stars", error)
+            else:
+                for key in ("MEAN", "STD", "MEDIAN"):
+                    self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(
+                        astrometry, f"offset_{key.lower()}"
+                    )
+                if "astrometry_matches" in config.optional_outputs:
+                    result.astrometry_matches = matches
         stars = self.find_stars(exposure, result.background, id_generator, len(result.psf_stars))
         result.stars = stars.stars
         result.stars_footprints = stars.footprints
         self.match_psf_stars(result.psf_stars, result.stars, exposure)
-        if astrometry is not None and config.do_astrometry_refit:
+        if refs is not None and config.do_astrometry_refit:
             astrometry = self._refit_astrometry(
                 exposure, result, stars.sources, refs, ref_flux, astrometry
             )
+            if astrometry is None:
+                raise psf_star_failure
         set_coordinates(result.stars, exposure.wcs)
-        if astrometry is not None and astrometry.offset_mean > config.max_mean_astrometric_offset:
+        limit = max(
+            config.max_mean_astrometric_offset,
+            config.max_mean_astrometric_offset_px
+            * pixel_scale_arcsec(exposure.wcs, *exposure.center)
+            if exposure.wcs is not None
+            else 0.0,
+        )
+        if astrometry is not None and astrometry.offset_mean > limit:
             exposure.wcs = None
             set_coordinates(result.stars, None)
             raise BadAstrometryFit(
                 f"mean astrometric offset {astrometry.offset_mean:.3f} arcsec exceeds "
-                f"{config.max_mean_astrometric_offset} arcsec",
+                f"{limit:.3f} arcsec",
                 offset_mean=astrometry.offset_mean,
                 n_matches=len(astrometry.matches),
             )
@@ -273,7 +313,7 @@ class CalibrateImageTask(Task):
         if refit is None:
             return astrometry
         fit, selected = refit
-        if len(fit.matches) < len(astrometry.matches):
+        if astrometry is not None and len(fit.matches) < len(astrometry.matches):
             return astrometry
         exposure.wcs = fit.wcs
         set_coordinates(result.psf_stars, fit.wcs)
@@ -286,6 +326,7 @@ class CalibrateImageTask(Task):
         )
         if "astrometry_matches" in self.config.optional_outputs:
             matched_sources = sources[matched]
+            set_coordinates(matched_sources, fit.wcs)
             matched_sources["psf_id"] = nearest_ids(
                 result.psf_stars, matched_sources, self.config.psf_match_radius
             )

@@ -163,7 +163,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
 
 def measure_aperture_correction(task, exposure: Exposure, psf_stars: SourceCatalog) -> ApCorrMap:
     """Normalise the calibration flux and fit the aperture corrections (spec A5)."""
-    config = task.config.ap_corr
+    config = task.config.resolved_ap_corr()
     x_min, y_min, x_max, y_max = exposure.bbox
     bbox = (x_min - 0.5, y_min - 0.5, x_max + 0.5, y_max + 0.5)
     used = np.asarray(psf_stars["calib_psf_used"], bool)

@@ -191,7 +191,9 @@ def find_stars(
         cat["detect_isPrimary"] = np.ones(n, bool)
         psf_shape_columns(cat, psf, exposure.bbox)
         extendedness(cat)
-        apply_calibration_normalization(cat, exposure.ap_corr_map, config.ap_corr.tophat_name)
+        apply_calibration_normalization(
+            cat, exposure.ap_corr_map, config.resolved_ap_corr().tophat_name
+        )
         apply_ap_corr(cat, exposure.ap_corr_map, config.ap_corr.fluxes_to_correct)
     selected = select_stars(cat, config.star_selection)
     keep = np.flatnonzero(selected)

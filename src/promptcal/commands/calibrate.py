@@ -58,6 +58,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--gain", type=float, help="gain [e-/count] (overrides the header)")
     parser.add_argument("--read-noise", type=float, help="read noise [e-] (overrides the header)")
     parser.add_argument("--saturation", type=float, help="saturation level [count]")
+    parser.add_argument(
+        "--weight", metavar="FILE", help="inverse-variance map (single-image frames)"
+    )
+    parser.add_argument(
+        "--mask", metavar="FILE", help="data-quality map, non-zero = bad (single-image frames)"
+    )
     parser.add_argument("--visit", type=int, help="visit number (source ids, summary)")
     parser.add_argument("--detector", type=int, help="detector number (source ids, summary)")
     parser.add_argument("--plots", action="store_true", help="also write QA figures (PNG)")
@@ -185,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
             read_noise=args.read_noise,
             saturation=args.saturation,
             band=args.band,
+            weight_path=args.weight,
+            mask_path=args.mask,
         )
         for path in args.exposures
     ]
