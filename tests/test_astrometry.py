@@ -3,8 +3,6 @@ small N), failure reporting, coordinates with errors, and three real data sets."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import sep
@@ -12,6 +10,7 @@ from astropy.io import fits
 from astropy.table import Table, vstack
 from astropy.wcs import WCS, Sip
 from astropy.wcs.utils import proj_plane_pixel_scales
+from realdata import REAL, requires_real_data
 
 from promptcal.astrometry import (
     AstrometryConfig,
@@ -24,8 +23,6 @@ from promptcal.astrometry import (
 from promptcal.astrometry_fit import tan_sip_from_mapping, wcs_pixel_to_icrs
 from promptcal.errors import AstrometryError, BadAstrometryFit
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
-REAL = REAL.resolve() if REAL.exists() else Path("/work/shared/data/real")
 BBOX = (0, 0, 4095, 4071)
 MAS_PER_DEG = 3.6e6
 
@@ -260,6 +257,7 @@ def _args(obj):
     return obj["x"], obj["y"], obj["flux"], np.sqrt(obj["errx2"]), np.sqrt(obj["erry2"])
 
 
+@requires_real_data
 def test_real_spitzer_galactic_car_header():
     folder = REAL / "spitzer-glimpse-irac2"
     with fits.open(folder / "spitzer_example_image.fits") as hdul:
@@ -284,6 +282,7 @@ def test_real_spitzer_galactic_car_header():
     assert result.wcs.wcs.radesys == "ICRS"
 
 
+@requires_real_data
 def test_real_microobs_recovery_without_wcs():
     folder = REAL / "microobs-hatp32"
     with fits.open(folder / "HATP-32171220013343.fits") as hdul:
@@ -323,6 +322,7 @@ def test_real_microobs_recovery_without_wcs():
     assert n_matches["all"] >= 15
 
 
+@requires_real_data
 def test_real_decam_tpv():
     folder = REAL / "decam-legacypipe-n6"
     with fits.open(folder / "c4d_171113_060340_ooi_r_ls9.N6.fits") as hdul:

@@ -13,12 +13,12 @@ from astropy.coordinates import EarthLocation
 from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS, Sip
+from realdata import REAL, requires_real_data
 
 from promptcal.errors import InvalidInputError
 from promptcal.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
 from promptcal.io import read_exposure, read_extra_hdus, write_exposure
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 DECAM = REAL / "decam-legacypipe-n6"
 DECAM_IMAGE = DECAM / "c4d_171113_060340_ooi_r_ls9.N6.fits"
 DECAM_WEIGHT = DECAM / "c4d_171113_060340_oow_r_ls9.N6.fits"
@@ -532,6 +532,7 @@ def test_bad_companion_files_are_invalid(tmp_path):
 # ---------------------------------------------------------------- real data
 
 
+@requires_real_data
 def test_real_spitzer_float32_car_wcs():
     exposure = read_exposure(SPITZER, read_noise=0.0)
     with fits.open(SPITZER) as hdul:
@@ -554,6 +555,7 @@ def test_real_spitzer_float32_car_wcs():
     assert exposure.visit_info.exposure_time == 1.2
 
 
+@requires_real_data
 def test_real_microobs_int16_no_wcs():
     exposure = read_exposure(MICROOBS, gain=1.4, read_noise=9.0, saturation=4095)
     with fits.open(MICROOBS) as hdul:
@@ -570,6 +572,7 @@ def test_real_microobs_int16_no_wcs():
     assert abs((exposure.visit_info.date - mid).to_value(u.s)) < 1e-6
 
 
+@requires_real_data
 def test_real_decam_tpv_weight_dq(tmp_path):
     exposure = read_exposure(DECAM_IMAGE, weight_path=DECAM_WEIGHT, mask_path=DECAM_DQ)
     with fits.open(DECAM_WEIGHT) as hdul:
@@ -606,6 +609,7 @@ def test_real_decam_tpv_weight_dq(tmp_path):
     assert np.allclose(got, (ra, dec), rtol=0, atol=1e-9)
 
 
+@requires_real_data
 def test_real_decam_synthetic_zero_weights(tmp_path):
     """The real weight map has no zeros; zero a block of a copy to check NO_DATA."""
     with fits.open(DECAM_WEIGHT) as hdul:

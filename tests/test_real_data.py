@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from realdata import REAL, requires_real_data
 
 from promptcal.calibration_steps import icrs_deg, pixel_scale_arcsec
 from promptcal.cli import main
 from promptcal.outputs import read_calexp, read_table
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="shared real data not mounted")
+pytestmark = requires_real_data
 
 
 def _calibrate(tmp: Path, name: str, catalog: str, build: list[str], calibrate: list[str]):

@@ -20,6 +20,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from astropy_healpix import HEALPix
 from matplotlib.path import Path as MplPath
+from realdata import REAL, requires_real_data
 
 import promptcal.cli
 from promptcal.errors import InvalidInputError
@@ -33,9 +34,6 @@ from promptcal.refcat import (
     ref_cat_source_density,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-if not REAL.is_dir():  # the checkout may live elsewhere than /work/main
-    REAL = Path("/work/shared/data/real")
 SPITZER_CSV = REAL / "spitzer-glimpse-irac2" / "spitzer_example_catalog_icrs.derived.csv"
 SPITZER_XML = REAL / "spitzer-glimpse-irac2" / "spitzer_example_catalog.xml"
 MICROOBS_CSV = REAL / "microobs-hatp32" / "gaia_dr3_g10_hatp32_r1.5deg.csv"
@@ -87,6 +85,7 @@ def test_magnitude_conversion_is_ab_in_njy():
 # ------------------------------------------------------------- real catalogs
 
 
+@requires_real_data
 def test_build_from_spitzer_csv(tmp_path):
     manifest = build_refcat(
         SPITZER_CSV, tmp_path / "rc", ra_col="ra", dec_col="dec", bands={"irac2": ("mag4_5", "mag")}
@@ -104,6 +103,7 @@ def test_build_from_spitzer_csv(tmp_path):
     assert manifest.epoch is None and not manifest.has_proper_motion
 
 
+@requires_real_data
 def test_votable_reader_with_galactic_columns_as_radec(tmp_path):
     # Reader test only: l, b are stored in the ra/dec columns.
     manifest = build_refcat(
@@ -117,6 +117,7 @@ def test_votable_reader_with_galactic_columns_as_radec(tmp_path):
     np.testing.assert_allclose(table["irac2_flux"], mag_to_njy(truth["mag4_5"]), rtol=1e-12)
 
 
+@requires_real_data
 def test_microobs_csv_region_matches_wcs_footprint(tmp_path):
     build_refcat(
         MICROOBS_CSV,
@@ -146,6 +147,7 @@ def test_microobs_csv_region_matches_wcs_footprint(tmp_path):
     np.testing.assert_allclose(refs["G_flux"].value, mag_to_njy(g), rtol=1e-12)
 
 
+@requires_real_data
 def test_gaia_fits_with_proper_motion(tmp_path):
     gaia = Table.read(GAIA_FITS)
     (epoch,) = set(np.asarray(gaia["ref_epoch"]).tolist())
@@ -285,6 +287,7 @@ def test_manifest_contents_and_checksums(tmp_path):
         RefcatLoader(tmp_path)
 
 
+@requires_real_data
 def test_output_directory_rules(tmp_path):
     kwargs = dict(ra_col="ra", dec_col="dec", bands={"G": ("phot_g_mean_mag", "mag")})
     out = tmp_path / "rc"
@@ -428,6 +431,7 @@ def test_lru_cache_eviction_and_counters(synthetic_refcat):
     assert tiny.load_shard(pixels[0]).num_rows > 0 and tiny.cache_info()["n_shards"] == 0
 
 
+@requires_real_data
 def test_field_not_covered_and_missing_band(tmp_path):
     build_refcat(
         SPITZER_CSV,
@@ -471,6 +475,7 @@ def cli(monkeypatch):
     return promptcal.cli.main
 
 
+@requires_real_data
 def test_cli_build_and_info(cli, tmp_path, capsys):
     out = tmp_path / "rc"
     code = cli(

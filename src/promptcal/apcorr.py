@@ -142,7 +142,8 @@ def normalize_calib_flux(cat, used: np.ndarray, config: ApCorrConfig, bbox) -> C
     )
     good &= ~np.asarray(cat[f"{config.tophat_name}_flag"], bool)
     if good.sum() >= 1:
-        value = float(np.mean(ratio[good]))
+        # Median: a few psf stars with undetected neighbours inside 12 px bias a mean.
+        value = float(np.median(ratio[good]))
     else:
         fallback = used & np.isfinite(ratio) & (tophat > 0)
         if not fallback.any():
