@@ -23,7 +23,7 @@ PIXEL_FLAG_PLANES = {
     "suspect": "SUSPECT",
     "nodata": "NO_DATA",
 }
-CENTER_FLAG_PLANES = ("interpolated", "saturated", "cr", "suspect", "nodata")
+CENTER_FLAG_PLANES = ("edge", "interpolated", "saturated", "cr", "suspect", "nodata")
 
 
 class MeasurementConfig(Config):

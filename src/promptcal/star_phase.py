@@ -41,13 +41,37 @@ PSF_FLAGS_TO_COPY = (
 
 
 class StarSelectionConfig(Config):
-    """Selection of the output star catalog (spec A8)."""
+    """Selection of the output star catalog (spec A8, widened; see docs/architecture.md)."""
 
     max_extendedness: float = Field(0.1, ge=0, description="Unresolved if below this [1].")
     min_snr: float = Field(10.0, ge=0, description="Minimum S/N of slot_CalibFlux [1].")
+    min_psf_snr: float | None = Field(
+        15.0,
+        ge=0,
+        description="A source also passes the S/N cut when S/N(PsfFlux) exceeds this: the "
+        "12-px compensated tophat has ~4× the noise of the PSF fit, so CalibFlux alone "
+        "drops most stars with S/N < 40. None restores LSST's CalibFlux-only cut [1].",
+    )
+    max_shape_deviation: float | None = Field(
+        0.05,
+        ge=0,
+        description="Reject sources whose ellipticity differs from the PSF's by more than "
+        "max(this, shape_deviation_snr_scale / S/N): unresolved pairs are elongated but not "
+        "much larger. None disables [1].",
+    )
+    shape_deviation_snr_scale: float = Field(
+        7.0, ge=0, description="Noise allowance of the ellipticity test (≈3.5σ) [1]."
+    )
+    size_snr_scale: float | None = Field(
+        6.0,
+        ge=0,
+        description="Also unresolved when T − T_PSF < this × T_PSF / S/N(PsfFlux) (≈3σ of "
+        "the trace T = Ixx + Iyy): the size test without noise rejects faint stars. "
+        "None restores the extendedness-only test [1].",
+    )
     bad_flags: tuple[str, ...] = Field(
         (
-            "base_PixelFlags_flag_edge",
+            "base_PixelFlags_flag_edgeCenter",
             "base_PixelFlags_flag_nodata",
             "base_PixelFlags_flag_saturated",
             "base_PsfFlux_flag",
@@ -117,12 +141,45 @@ def select_stars(cat: SourceCatalog, config: StarSelectionConfig) -> np.ndarray:
     for flag in config.bad_flags:
         good &= ~np.asarray(cat[flag], bool)
     ext = np.asarray(cat["base_ClassificationSizeExtendedness_value"], float)
-    good &= ext < config.max_extendedness
+    unresolved = ext < config.max_extendedness
     snr = np.asarray(cat["slot_CalibFlux_instFlux"], float) / np.asarray(
         cat["slot_CalibFlux_instFluxErr"], float
     )
-    good &= snr > config.min_snr
+    with np.errstate(divide="ignore", invalid="ignore"):
+        psf_snr = np.asarray(cat["slot_PsfFlux_instFlux"], float) / np.asarray(
+            cat["slot_PsfFlux_instFluxErr"], float
+        )
+    if config.size_snr_scale is not None:
+        t_obj = np.asarray(cat["slot_Shape_xx"], float) + np.asarray(cat["slot_Shape_yy"], float)
+        t_psf = np.asarray(cat["slot_PsfShape_xx"], float) + np.asarray(
+            cat["slot_PsfShape_yy"], float
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unresolved |= t_obj - t_psf < config.size_snr_scale * t_psf / np.abs(psf_snr)
+    good &= unresolved
+    bright = snr > config.min_snr
+    if config.min_psf_snr is not None:
+        bright |= psf_snr > config.min_psf_snr
+    good &= bright
+    if config.max_shape_deviation is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            noise = config.shape_deviation_snr_scale / np.abs(psf_snr)
+            good &= shape_deviation(cat) <= np.maximum(config.max_shape_deviation, noise)
     return good | np.asarray(cat["sky_source"], bool)
+
+
+def _ellipticity(xx, yy, xy):
+    trace = xx + yy
+    return (xx - yy) / trace, 2.0 * xy / trace
+
+
+def shape_deviation(cat: SourceCatalog) -> np.ndarray:
+    """|e_source − e_PSF| from the adaptive moments of the source and the PSF model [1]."""
+    e1, e2 = _ellipticity(*(np.asarray(cat[f"slot_Shape_{k}"], float) for k in ("xx", "yy", "xy")))
+    p1, p2 = _ellipticity(
+        *(np.asarray(cat[f"slot_PsfShape_{k}"], float) for k in ("xx", "yy", "xy"))
+    )
+    return np.hypot(e1 - p1, e2 - p2)
 
 
 def _downsample(footprints: Footprints, config: DownsampleConfig, n_sky: int, seed: int):
