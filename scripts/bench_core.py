@@ -9,7 +9,11 @@ task and nothing is shared):
   with the variance plane;
 - ``psf_phase``: background, detection, measurement, PSF fit and aperture corrections
   (``compute_psf`` + ``measure_aperture_correction``);
-- ``run``: the whole ``CalibrateImageTask.run``.
+- ``run``: the whole ``CalibrateImageTask.run`` with a reference catalog built from
+  the truth (astrometry and photometry included);
+- ``calibrate``: ``promptcal calibrate`` in process (FITS read, run, all product writes)
+  after a warm-up, plus one cold ``promptcal calibrate`` subprocess (interpreter start,
+  imports and loading the cached Numba code included).
 
 Each timing is the median of ``--repeat`` runs on a fresh copy of the pixels, after a
 warm-up on a small exposure (Numba compilation is not timed). Prints one JSON object
@@ -72,9 +76,37 @@ def _warm_up() -> None:
     CalibrateImageTask().run(exposures=make_upstream_dataset().exposure)
 
 
-def child_pipeline(path: str, repeat: int, what: str) -> dict:
+def child_calibrate(path: str, repeat: int, refcat: str) -> dict:
+    from promptcal.cli import main
+
+    _warm_up()
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(repeat):
+            start = time.perf_counter()
+            code = main(["calibrate", path, "--refcat", refcat, "--output", f"{tmp}/{k}"])
+            times.append(time.perf_counter() - start)
+            if code != 0:
+                raise RuntimeError(f"promptcal calibrate exited {code}")
+    return {"seconds": statistics.median(times), "all": times, "peak_rss_gb": peak_rss_gb()}
+
+
+def cold_calibrate(path: str, refcat: str) -> float:
+    env = {**os.environ, **SINGLE_THREAD_ENV}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "promptcal.cli", "calibrate", path, "--refcat", refcat,
+             "--output", tmp],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        return time.perf_counter() - start
+
+
+def child_pipeline(path: str, repeat: int, what: str, refcat: str | None = None) -> dict:
     from promptcal.io import read_exposure
     from promptcal.pipeline import CalibrateImageTask
+    from promptcal.refcat import RefcatLoader
 
     _warm_up()
     times, stages, extra = [], [], {}
@@ -82,7 +114,7 @@ def child_pipeline(path: str, repeat: int, what: str) -> dict:
     for _ in range(repeat):
         result = None  # release the previous run's arrays before reading again
         exposure = read_exposure(path)
-        task = CalibrateImageTask()
+        task = CalibrateImageTask(refcat=RefcatLoader(refcat) if refcat else None)
         start = time.perf_counter()
         if what == "psf_phase":
             result = task.compute_psf(exposure)
@@ -104,16 +136,19 @@ def child_pipeline(path: str, repeat: int, what: str) -> dict:
     }
 
 
-def run_child(kind: str, path: str, repeat: int) -> dict:
+def run_child(kind: str, path: str, repeat: int, refcat: str | None = None) -> dict:
     env = {**os.environ, **SINGLE_THREAD_ENV}
     cmd = [sys.executable, __file__, "--child", kind, "--file", path, "--repeat", str(repeat)]
+    if refcat:
+        cmd += ["--refcat", refcat]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def simulate(args, directory: Path) -> tuple[str, dict]:
+def simulate(args, directory: Path) -> tuple[str, str, dict]:
     from promptcal.io import write_exposure
-    from promptcal.simulate import SkyConfig, simulate_exposure
+    from promptcal.refcat import build_refcat
+    from promptcal.simulate import SkyConfig, refcat_table_from_truth, simulate_exposure
 
     config = SkyConfig(
         width=args.width,
@@ -127,7 +162,13 @@ def simulate(args, directory: Path) -> tuple[str, dict]:
     sim = simulate_exposure(config, seed=args.seed)
     path = directory / "bench_exposure.fits"
     write_exposure(sim.exposure, path)
-    return str(path), {"width": args.width, "height": args.height, "n_stars": args.stars}
+    band = config.band
+    source = directory / "refcat_source.parquet"
+    refcat_table_from_truth(sim.truth, band).write(source)
+    refcat = directory / "refcat"
+    build_refcat(source, refcat, ra_col="ra", dec_col="dec", bands={band: (f"{band}_flux", "nJy")})
+    info = {"width": args.width, "height": args.height, "n_stars": args.stars}
+    return str(path), str(refcat), info
 
 
 def main() -> None:
@@ -139,25 +180,34 @@ def main() -> None:
     parser.add_argument("--fwhm", type=float, default=3.5, help="PSF FWHM [px]")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", choices=["sep", "psf_phase", "run"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["sep", "psf_phase", "run", "calibrate"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--refcat", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "sep":
         print(json.dumps(child_sep(args.file, args.repeat)))
         return
+    if args.child == "calibrate":
+        print(json.dumps(child_calibrate(args.file, args.repeat, args.refcat)))
+        return
     if args.child:
-        print(json.dumps(child_pipeline(args.file, args.repeat, args.child)))
+        print(json.dumps(child_pipeline(args.file, args.repeat, args.child, args.refcat)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path, image = simulate(args, Path(tmp))
+        path, refcat, image = simulate(args, Path(tmp))
         baseline = run_child("sep", path, args.repeat)
         psf_phase = run_child("psf_phase", path, args.repeat)
-        full = run_child("run", path, args.repeat)
+        full = run_child("run", path, args.repeat, refcat)
+        calibrate = run_child("calibrate", path, args.repeat, refcat)
+        calibrate["cold_process_seconds"] = cold_calibrate(path, refcat)
     report = {
         "image": image,
         "baseline_sep": baseline,
         "psf_phase": psf_phase,
         "run": full,
+        "calibrate_cli": calibrate,
         "ratio_psf_phase_to_sep": psf_phase["seconds"] / baseline["seconds"],
         "ratio_run_to_sep": full["seconds"] / baseline["seconds"],
         "limits": {

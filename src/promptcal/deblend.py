@@ -16,7 +16,7 @@ from pydantic import Field
 
 from .config import Config
 from .footprints import Footprints
-from .kernels.deblend import assign_children, line_minimum
+from .kernels.deblend import assign_children, separate_peaks
 
 
 class DeblendConfig(Config):
@@ -73,8 +73,20 @@ def deblend(footprints: Footprints, smoothed, smoothed_var, psf_sigma, config) -
     ys = [footprints.peak_y[first[single]].astype(np.float64)]
     n_child = [np.zeros(single.size, np.int64)]
     next_label = footprints.n + 1
+    starts = np.where(multi, first, -1).astype(np.int64)
+    keep = separate_peaks(
+        smoothed,
+        smoothed_var,
+        footprints.peak_x,
+        footprints.peak_y,
+        footprints.peak_value,
+        starts,
+        counts.astype(np.int64),
+        config.min_saddle_significance,
+        config.max_children,
+    )
     for fp in np.flatnonzero(multi):
-        kept = _separate_peaks(footprints, first[fp], counts[fp], smoothed, smoothed_var, config)
+        kept = first[fp] + np.flatnonzero(keep[first[fp] : first[fp] + counts[fp]])
         if len(kept) == 1:
             children = [fp + 1]
         else:
@@ -113,22 +125,3 @@ def deblend(footprints: Footprints, smoothed, smoothed_var, psf_sigma, config) -
         y=np.concatenate(ys)[order],
         n_child=np.concatenate(n_child)[order],
     )
-
-
-def _separate_peaks(footprints, start, count, smoothed, smoothed_var, config) -> np.ndarray:
-    """Indices of the peaks that are separated from every brighter kept peak by a saddle."""
-    kept = [start]
-    for k in range(start + 1, start + count):
-        if len(kept) >= config.max_children:
-            break
-        px, py = footprints.peak_x[k], footprints.peak_y[k]
-        noise = np.sqrt(max(float(smoothed_var[py, px]), 1e-30))
-        depth = config.min_saddle_significance * noise
-        if all(
-            footprints.peak_value[k]
-            - line_minimum(smoothed, px, py, footprints.peak_x[j], footprints.peak_y[j])
-            >= depth
-            for j in kept
-        ):
-            kept.append(k)
-    return np.array(kept, np.int64)

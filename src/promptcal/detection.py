@@ -14,7 +14,7 @@ from .config import Config
 from .exposure import Exposure
 from .footprints import Footprints
 from .kernels.components import label_components
-from .kernels.convolve import gaussian_taps, smooth_image_and_variance
+from .kernels.convolve import gaussian_taps, smooth_image, smooth_image_and_variance
 from .kernels.detect import (
     clear_bits,
     find_peaks,
@@ -75,6 +75,9 @@ class DetectionResult:
 def smooth_for_detection(exposure: Exposure, psf_sigma: float):
     """Smooth image and variance with a Gaussian of the PSF σ [px].
 
+    The variance plane does not change between detection passes, so its smoothed
+    version is cached on the exposure per kernel width and only the image is redone.
+
     Returns
     -------
     smoothed, smoothed_var : numpy.ndarray
@@ -85,9 +88,17 @@ def smooth_for_detection(exposure: Exposure, psf_sigma: float):
     taps = gaussian_taps(psf_sigma)
     mask = exposure.mask
     ignore = mask.is_set("NO_DATA") if mask.any_set("NO_DATA") else np.zeros((1, 1), bool)
-    smoothed, smoothed_var = smooth_image_and_variance(
-        exposure.image, exposure.variance, ignore, taps
-    )
+    cache = exposure.__dict__.setdefault("_smoothed_variance_cache", {})
+    key = (taps.tobytes(), id(exposure.variance))
+    if key in cache:
+        smoothed = smooth_image(exposure.image, ignore, taps)
+        smoothed_var = cache[key]
+    else:
+        smoothed, smoothed_var = smooth_image_and_variance(
+            exposure.image, exposure.variance, ignore, taps
+        )
+        cache.clear()
+        cache[key] = smoothed_var
     return smoothed, smoothed_var, taps.size // 2
 
 

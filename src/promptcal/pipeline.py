@@ -258,6 +258,7 @@ class CalibrateImageTask(Task):
                 if "astrometry_matches" in config.optional_outputs:
                     result.astrometry_matches = matches
         stars = self.find_stars(exposure, result.background, id_generator, len(result.psf_stars))
+        exposure.__dict__.pop("_smoothed_variance_cache", None)  # last detection is done
         result.stars = stars.stars
         result.stars_footprints = stars.footprints
         self.match_psf_stars(result.psf_stars, result.stars, exposure)

@@ -25,7 +25,7 @@ def kernel_shape(image: np.ndarray, sigma_guess: float) -> tuple[float, float, f
     labels = np.zeros(padded.shape, np.int32)
     centre = np.array([65 + size // 2], np.float64)
     xx, yy, xy, _flags = adaptive_moments(
-        padded, padded, labels, np.zeros(1, np.int32), centre, centre, sigma_guess, 200, 1e-9
+        padded, padded, labels, np.zeros(1, np.int32), centre, centre, sigma_guess, 100, 1e-7
     )
     return float(xx[0]), float(yy[0]), float(xy[0])
 

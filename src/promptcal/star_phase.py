@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
-from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 from scipy.spatial import cKDTree
 
@@ -23,6 +22,7 @@ from .errors import NoPsfStarsToStarsMatchError
 from .exposure import Exposure
 from .footprints import Footprints
 from .ids import IdGenerator
+from .kernels.components import label_bboxes
 from .measurement import SourceSeeds, measure_sources
 from .sky_sources import paint_sky_footprints, place_sky_sources
 
@@ -216,10 +216,7 @@ def find_stars(
         n_objects = blends.x.size
         paint_sky_footprints(labels, sky, config.sky_sources.radius, n_objects + 1)
     n = n_objects + len(sky)
-    slices = ndimage.find_objects(labels, max_label=n)
-    bbox = np.array(
-        [(s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1) for s in slices], np.int64
-    ).reshape(-1, 4)
+    bbox = label_bboxes(labels, n)
     empty = np.zeros(0, np.int64)
     source_footprints = Footprints(
         labels, bbox, empty, empty, empty, empty.astype(float), empty.astype(float), exposure.xy0

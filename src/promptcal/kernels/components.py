@@ -109,3 +109,29 @@ def label_components(mask):
             if y > bbox[k, 3]:
                 bbox[k, 3] = y
     return labels, n, bbox
+
+
+@kernel
+def label_bboxes(labels, n):
+    """Inclusive boxes ``x_min, y_min, x_max, y_max`` of labels 1..n (int64 (n, 4))."""
+    height, width = labels.shape
+    bbox = np.empty((n, 4), np.int64)
+    bbox[:, 0] = width
+    bbox[:, 1] = height
+    bbox[:, 2] = -1
+    bbox[:, 3] = -1
+    for y in range(height):
+        for x in range(width):
+            lab = labels[y, x]
+            if lab == 0 or lab > n:
+                continue
+            k = lab - 1
+            if x < bbox[k, 0]:
+                bbox[k, 0] = x
+            if x > bbox[k, 2]:
+                bbox[k, 2] = x
+            if y < bbox[k, 1]:
+                bbox[k, 1] = y
+            if y > bbox[k, 3]:
+                bbox[k, 3] = y
+    return bbox

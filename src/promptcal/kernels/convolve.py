@@ -90,6 +90,17 @@ def smooth_image_and_variance(image, variance, ignore, taps):
     smoothed, smoothed_variance : numpy.ndarray
         float32 (H, W); zero within ``len(taps)//2`` of the edges.
     """
+    return _smooth(image, variance, ignore, taps, True)
+
+
+@kernel
+def smooth_image(image, ignore, taps):
+    """:func:`smooth_image_and_variance` for the image alone (float32 (H, W))."""
+    return _smooth(image, image, ignore, taps, False)[0]
+
+
+@kernel
+def _smooth(image, variance, ignore, taps, with_variance):
     # Fused and streaming: rows are convolved into a ring of len(taps) rows that
     # stays in cache, and each output row is written once.
     height, width = image.shape
@@ -98,21 +109,21 @@ def smooth_image_and_variance(image, variance, ignore, taps):
     half = size // 2
     taps2 = taps * taps
     smoothed = np.empty((height, width), np.float32)
-    smoothed_var = np.empty((height, width), np.float32)
+    var_shape = (height, width) if with_variance else (1, 1)
+    smoothed_var = np.zeros(var_shape, np.float32)
     ring = np.zeros((size, width), np.float32)
-    ring_var = np.zeros((size, width), np.float32)
+    ring_var = np.zeros((size if with_variance else 1, width), np.float32)
     acc = np.empty(width, np.float32)
     col = np.empty(width, np.float32)
     col_var = np.empty(width, np.float32)
     for y in range(min(half, height)):
         smoothed[y, :] = 0.0
-        smoothed_var[y, :] = 0.0
         smoothed[height - 1 - y, :] = 0.0
-        smoothed_var[height - 1 - y, :] = 0.0
     for y in range(height):
         slot = y % size
         _row_pass(image, y, taps, ignore, use_ignore, acc, ring[slot])
-        _row_pass(variance, y, taps2, ignore, use_ignore, acc, ring_var[slot])
+        if with_variance:
+            _row_pass(variance, y, taps2, ignore, use_ignore, acc, ring_var[slot])
         if y < size - 1:
             continue
         col[:] = 0.0
@@ -120,13 +131,15 @@ def smooth_image_and_variance(image, variance, ignore, taps):
         for k in range(size):
             slot_k = (y - size + 1 + k) % size
             weight = taps[k]
-            weight2 = taps2[k]
             for x in range(width):
                 col[x] += weight * ring[slot_k, x]
-            for x in range(width):
-                col_var[x] += weight2 * ring_var[slot_k, x]
+            if with_variance:
+                weight2 = taps2[k]
+                for x in range(width):
+                    col_var[x] += weight2 * ring_var[slot_k, x]
         smoothed[y - half, :] = col
-        smoothed_var[y - half, :] = col_var
+        if with_variance:
+            smoothed_var[y - half, :] = col_var
     return smoothed, smoothed_var
 
 

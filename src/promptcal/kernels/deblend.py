@@ -52,3 +52,51 @@ def assign_children(labels, footprint_label, bbox, peak_x, peak_y, peak_value, s
                     best_k = k
             out[y - y_min, x - x_min] = first_label + best_k
     return out
+
+
+@kernel
+def separate_peaks(
+    smoothed,
+    smoothed_var,
+    peak_x,
+    peak_y,
+    peak_value,
+    starts,
+    counts,
+    min_significance,
+    max_children,
+):
+    """For each footprint, which of its peaks are kept as separate children.
+
+    Peaks of footprint f are ``starts[f] … starts[f] + counts[f] - 1`` (brightest
+    first). A peak is kept when the smoothed image dips by more than
+    ``min_significance`` × its noise on the segment to every brighter kept peak.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool per peak.
+    """
+    keep = np.zeros(peak_x.size, np.bool_)
+    for f in range(starts.size):
+        start = starts[f]
+        if start < 0:
+            continue
+        keep[start] = True
+        n_kept = 1
+        for k in range(start + 1, start + counts[f]):
+            if n_kept >= max_children:
+                break
+            depth = min_significance * np.sqrt(max(smoothed_var[peak_y[k], peak_x[k]], 1e-30))
+            separate = True
+            for j in range(start, k):
+                if not keep[j]:
+                    continue
+                low = line_minimum(smoothed, peak_x[k], peak_y[k], peak_x[j], peak_y[j])
+                if peak_value[k] - low < depth:
+                    separate = False
+                    break
+            if separate:
+                keep[k] = True
+                n_kept += 1
+    return keep

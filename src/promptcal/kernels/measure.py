@@ -319,6 +319,7 @@ def naive_aperture_fluxes(image, variance, noise, labels, own, xc, yc, radii):
     err = np.zeros((n, n_r))
     truncated = np.zeros((n, n_r), np.bool_)
     r_max = radii.max()
+    r2_limits = radii * radii
     for i in range(n):
         x0 = int(np.floor(xc[i] - r_max))
         x1 = int(np.ceil(xc[i] + r_max))
@@ -327,15 +328,21 @@ def naive_aperture_fluxes(image, variance, noise, labels, own, xc, yc, radii):
         var_sum = np.zeros(n_r)
         for yy in range(y0, y1 + 1):
             dy = yy - yc[i]
+            inside_y = 0 <= yy < height
             for xx in range(x0, x1 + 1):
                 dx = xx - xc[i]
                 r2 = dx * dx + dy * dy
-                inside = 0 <= yy < height and 0 <= xx < width
+                if r2 > r2_limits[n_r - 1] and r2 > r_max * r_max:
+                    continue
+                inside = inside_y and 0 <= xx < width
+                if inside:
+                    value = pixel(image, noise, labels, own[i], yy, xx)
+                    var = variance[yy, xx]
                 for k in range(n_r):
-                    if r2 <= radii[k] * radii[k]:
+                    if r2 <= r2_limits[k]:
                         if inside:
-                            flux[i, k] += pixel(image, noise, labels, own[i], yy, xx)
-                            var_sum[k] += variance[yy, xx]
+                            flux[i, k] += value
+                            var_sum[k] += var
                         else:
                             truncated[i, k] = True
         for k in range(n_r):
