@@ -16,6 +16,7 @@ from pydantic import Field
 
 from .config import Config
 from .footprints import Footprints
+from .kernels.components import relabel
 from .kernels.deblend import assign_children, separate_peaks
 
 
@@ -118,8 +119,9 @@ def deblend(footprints: Footprints, smoothed, smoothed_var, psf_sigma, config) -
     # Relabel so that source i owns label i + 1.
     mapping = np.zeros(next_label, np.int32)
     mapping[source_labels] = np.arange(1, source_labels.size + 1, dtype=np.int32)
+    relabel(labels, mapping)
     return DeblendResult(
-        labels=mapping[labels],
+        labels=labels,
         parent=fp_all[order].astype(np.int64),
         x=np.concatenate(xs)[order],
         y=np.concatenate(ys)[order],

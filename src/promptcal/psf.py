@@ -69,8 +69,12 @@ class PsfModel:
         return out
 
     def shape(self, x: float, y: float) -> tuple[float, float, float]:
-        """Adaptive moments (Ixx, Iyy, Ixy) [px²] of the kernel at (x, y)."""
-        return kernel_shape(self.kernel_image(x, y), self.sigma_guess)
+        """Adaptive moments (Ixx, Iyy, Ixy) [px²] of the kernel at (x, y) (memoised)."""
+        cache = self.__dict__.setdefault("_shape_cache", {})
+        key = (float(x), float(y))
+        if key not in cache:
+            cache[key] = kernel_shape(self.kernel_image(x, y), self.sigma_guess)
+        return cache[key]
 
     def determinant_radius(self, x: float, y: float) -> float:
         """(Ixx Iyy − Ixy²)^¼ [px] at (x, y)."""

@@ -226,8 +226,7 @@ def _solve(data, weights, x, y, order, center, scale, sigma_guess) -> PixelPsf:
         np.eye(terms.shape[0])[None] * 1e-12 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
     )
     coeffs = np.linalg.solve(normal, rhs[..., None])[..., 0]  # (P, n_terms)
-    proto.coefficients = np.ascontiguousarray(coeffs.T.reshape(-1, size, size))
-    return proto
+    return PixelPsf(coeffs.T.reshape(-1, size, size), order, center, scale, sigma_guess)
 
 
 def _reduced_chi2(model: PixelPsf, data, weights, x, y) -> np.ndarray:

@@ -107,7 +107,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
                 psf,
                 config.measurement,
                 ids=ids,
-                seed=id_generator.catalog_seed + iteration,
+                seed=id_generator.catalog_seed,
             )
         check_centroids(cat)
         with task.timer("psf"):
@@ -120,7 +120,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
                 candidates,
                 config.psf,
                 sigma,
-                id_generator.catalog_seed + iteration,
+                id_generator.catalog_seed,
             )
         fitted_sigma = fit.psf.determinant_radius(*center)
         log.info(
@@ -151,7 +151,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
             psf,
             config.measurement,
             ids=ids,
-            seed=id_generator.catalog_seed + config.psf_iterations - 1,
+            seed=id_generator.catalog_seed,
         )
     check_centroids(cat)
     cat["calib_psf_candidate"] = candidates

@@ -51,10 +51,16 @@ def label_components(mask):
     labels = np.zeros((height, width), np.int32)
     parent = np.empty(1024, np.int64)
     n_provisional = 0
+    # Column extent of labelled pixels per row, so the second pass skips empty sky.
+    row_first = np.full(height, width, np.int64)
+    row_last = np.full(height, -1, np.int64)
     for y in range(height):
         for x in range(width):
             if not mask[y, x]:
                 continue
+            if x < row_first[y]:
+                row_first[y] = x
+            row_last[y] = x
             current = 0
             for dy, dx in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
                 yy = y + dy
@@ -93,7 +99,7 @@ def label_components(mask):
     bbox[:, 2] = -1
     bbox[:, 3] = -1
     for y in range(height):
-        for x in range(width):
+        for x in range(row_first[y], row_last[y] + 1):
             lab = labels[y, x]
             if lab == 0:
                 continue
@@ -135,3 +141,14 @@ def label_bboxes(labels, n):
             if y > bbox[k, 3]:
                 bbox[k, 3] = y
     return bbox
+
+
+@kernel
+def relabel(labels, mapping):
+    """``labels = mapping[labels]`` in place (int32), without a temporary array."""
+    height, width = labels.shape
+    for y in range(height):
+        for x in range(width):
+            lab = labels[y, x]
+            if lab != 0:
+                labels[y, x] = mapping[lab]
