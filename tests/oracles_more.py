@@ -98,7 +98,7 @@ def separate_peaks(
     Footprint f owns peaks ``starts[f] … starts[f] + counts[f] - 1``, brightest first
     (``starts[f] < 0``: not deblended). The brightest is always kept; a fainter peak is
     kept when, towards every brighter *kept* peak, the smoothed image dips below its
-    value by at least ``min_significance`` × √(smoothed variance at the peak); at most
+    value by more than ``min_significance`` × √(smoothed variance at the peak); at most
     ``max_children`` peaks are kept per footprint.
     """
     keep = [False] * len(peak_x)

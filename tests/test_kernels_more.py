@@ -14,7 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
 from promptcal.kernels.background import clipped_mean
-from promptcal.kernels.components import label_bboxes, label_components
+from promptcal.kernels.components import label_bboxes, label_components, relabel
 from promptcal.kernels.cosmic_rays import (
     find_cosmic_rays,
     find_sharp_pixels,
@@ -149,6 +149,28 @@ def test_label_bboxes_match_find_objects():
     mask = rng.random((40, 33)) < 0.3
     comp, n, boxes = label_components(mask)
     assert_array_equal(label_bboxes(comp, n), boxes)
+
+
+def test_label_components_with_empty_rows_and_late_columns():
+    # Most rows empty, pixels only near the right edge or in one column: the second
+    # pass must still visit every labelled pixel of every row.
+    mask = np.zeros((30, 50), bool)
+    mask[3, 47:] = mask[4, 49] = mask[10:13, 0] = mask[20, 25] = mask[29, 49] = True
+    mask[25, [1, 48]] = True
+    labels, n, _ = _check_labels(mask)
+    assert n == 6 and (labels > 0).sum() == mask.sum()
+
+
+def test_relabel_maps_nonzero_labels_in_place():
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 10, (27, 38)).astype(np.int32)
+    mapping = rng.permutation(np.arange(10, 20)).astype(np.int32)
+    mapping[3] = 0  # a label that is dropped
+    original = labels.copy()
+    assert relabel(labels, mapping) is None
+    assert labels.dtype == np.int32
+    assert_array_equal(labels, np.where(original != 0, mapping[original], 0))
+    assert not labels[original == 0].any()  # 0 stays 0 whatever mapping[0] says
 
 
 # ------------------------------------------------------------------ segment minimum
@@ -293,7 +315,7 @@ def _star_with_bump():
 
 def test_separate_peaks_rejects_a_bump_on_a_wing():
     image = _star_with_bump()
-    assert _run_separate(image, ONES, [(30, 30), (39, 30)], [0], [1 + 1], 3.0, 10) == [True, False]
+    assert _run_separate(image, ONES, [(30, 30), (39, 30)], [0], [2], 3.0, 10) == [True, False]
     # Control: the bump does dip towards the star, by a fraction of one σ.
     assert _run_separate(image, ONES, [(30, 30), (39, 30)], [0], [2], 0.05, 10) == [True, True]
     # With less noise the same dip is significant.
@@ -301,7 +323,7 @@ def test_separate_peaks_rejects_a_bump_on_a_wing():
     assert _run_separate(image, quiet, [(30, 30), (39, 30)], [0], [2], 3.0, 10) == [True, True]
 
 
-def test_separate_peaks_checks_every_brighter_kept_peak_only():
+def test_separate_peaks_checks_every_brighter_kept_peak():
     # A and B are separate stars; C is a bump on B's wing (separate from A, not from B).
     image = _f32(
         _blob(SHAPE, 15, 30, 400.0, 2.5)
@@ -443,7 +465,7 @@ def test_footprint_noise_with_one_footprint_equals_replacement_noise():
 def test_footprint_noise_fills_only_listed_footprints_inside_their_boxes():
     shape = (60, 70)
     labels = _disks(shape, [(15, 15), (50, 20), (30, 45)], 8)
-    labels[55:58, 2:6] = 4  # a footprint that is not in the list
+    labels[7:10, 7:10] = 4  # not in the list, in a corner of footprint 1's box
     bbox = om.label_bboxes(labels, 3)
     bbox[2, 3] -= 3  # footprint 3's box misses its last three rows
     sigma, seed = 4.0, 123

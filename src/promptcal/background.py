@@ -21,7 +21,7 @@ from pydantic import Field
 from .config import Config
 from .errors import AlgorithmError, InvalidInputError
 from .exposure import Exposure
-from .kernels.background import binned_clipped_mean
+from .kernels.background import binned_clipped_mean, subtract_separable
 
 
 class BackgroundConfig(Config):
@@ -163,11 +163,19 @@ class BackgroundModel:
         C-contiguous, ``shape``) receives the result when given, which avoids paying
         for a fresh 60 MB allocation on every call.
         """
+        ty, rows = self._separable_factors()
+        return np.matmul(ty, rows, out=out)
+
+    def _separable_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``Ty`` (H, order_y+1) and ``C @ Tx.T`` (order_y+1, W)."""
         height, width = self.shape
         ty = _chebyshev_basis(np.arange(height), height, self.order_y).astype(np.float32)
         tx = _chebyshev_basis(np.arange(width), width, self.order_x)
-        rows = (self.coefficients() @ tx.T).astype(np.float32)
-        return np.matmul(ty, rows, out=out)
+        return ty, np.ascontiguousarray((self.coefficients() @ tx.T).astype(np.float32))
+
+    def subtract_from(self, image: np.ndarray) -> None:
+        """``image -= evaluate()`` in place, without a full-size temporary."""
+        subtract_separable(image, *self._separable_factors())
 
     def scaled(self, factor: float) -> BackgroundModel:
         """A copy with the values multiplied by ``factor`` (e.g. [nJy / count])."""
@@ -435,5 +443,5 @@ def subtract_background(
     names = tuple(mask_planes) if mask_planes is not None else config.ignored_mask_planes
     bits = exposure.mask.bit(*names)
     model = estimate_background(exposure.image, exposure.mask.array, bits, config)
-    exposure.image -= model.evaluate()
+    model.subtract_from(exposure.image)
     return model

@@ -269,3 +269,24 @@ def binned_clipped_mean(image, mask, ignore_bits, y_edges, x_edges, n_sigma, n_i
             if n > 0:
                 values[j, i], stdevs[j, i] = clipped_mean(buf, n, n_sigma, n_iter)
     return values, stdevs, n_valid
+
+
+@kernel
+def subtract_separable(image, ty, rows):
+    """``image -= ty @ rows`` in place, row by row (no full-size temporary).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float32 (H, W), modified in place.
+    ty : numpy.ndarray
+        float32 (H, K) per-row basis values.
+    rows : numpy.ndarray
+        float32 (K, W) per-column model rows.
+    """
+    height, width = image.shape
+    for y in range(height):
+        for k in range(ty.shape[1]):
+            weight = ty[y, k]
+            for x in range(width):
+                image[y, x] -= weight * rows[k, x]
