@@ -98,12 +98,12 @@ def separate_peaks(
     Footprint f owns peaks ``starts[f] … starts[f] + counts[f] - 1``, brightest first
     (``starts[f] < 0``: not deblended). The brightest is always kept; a fainter peak is
     kept when, towards every brighter *kept* peak, the smoothed image dips below its
-    value by more than ``min_significance`` × √(smoothed variance at the peak); at most
+    value by at least ``min_significance`` × √(smoothed variance at the peak); at most
     ``max_children`` peaks are kept per footprint.
     """
     keep = [False] * len(peak_x)
     for start, count in zip(starts, counts, strict=True):
-        if start < 0:
+        if start < 0 or count == 0:
             continue
         kept = [start]
         for k in range(start + 1, start + count):
@@ -114,7 +114,7 @@ def separate_peaks(
                 peak_value[k] - line_min(smoothed, peak_x[k], peak_y[k], peak_x[j], peak_y[j])
                 for j in kept
             ]
-            if min(dips) > min_significance * noise:
+            if min(dips) >= min_significance * noise:
                 kept.append(k)
         for k in kept:
             keep[k] = True

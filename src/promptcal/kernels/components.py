@@ -119,7 +119,10 @@ def label_components(mask):
 
 @kernel
 def label_bboxes(labels, n):
-    """Inclusive boxes ``x_min, y_min, x_max, y_max`` of labels 1..n (int64 (n, 4))."""
+    """Inclusive boxes ``x_min, y_min, x_max, y_max`` of labels 1..n (int64 (n, 4)).
+
+    A label that never occurs gets the empty box ``(W, H, -1, -1)``.
+    """
     height, width = labels.shape
     bbox = np.empty((n, 4), np.int64)
     bbox[:, 0] = width

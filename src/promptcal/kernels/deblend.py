@@ -69,8 +69,9 @@ def separate_peaks(
     """For each footprint, which of its peaks are kept as separate children.
 
     Peaks of footprint f are ``starts[f] … starts[f] + counts[f] - 1`` (brightest
-    first). A peak is kept when the smoothed image dips by more than
-    ``min_significance`` × its noise on the segment to every brighter kept peak.
+    first; footprints with ``starts[f] < 0`` or no peaks are skipped). A peak is kept
+    when the smoothed image dips by at least ``min_significance`` × its noise on the
+    segment to every brighter kept peak; at most ``max_children`` peaks are kept.
 
     Returns
     -------
@@ -80,7 +81,7 @@ def separate_peaks(
     keep = np.zeros(peak_x.size, np.bool_)
     for f in range(starts.size):
         start = starts[f]
-        if start < 0:
+        if start < 0 or counts[f] == 0:
             continue
         keep[start] = True
         n_kept = 1
