@@ -80,6 +80,17 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
     center = exposure.center
     with task.timer("background"):
         background.append(subtract_background(exposure, config.background))
+
+    def measure(footprints, seeds, psf, ids):
+        # One noise realisation (seed) per footprint set keeps the passes consistent.
+        with task.timer("measurement"):
+            cat = measure_sources(
+                exposure, footprints, seeds, psf, config.measurement,
+                ids=ids, seed=id_generator.catalog_seed,
+            )  # fmt: skip
+        check_centroids(cat)
+        return cat
+
     fit = None
     detected_sigma = None
     for iteration in range(config.psf_iterations):
@@ -99,17 +110,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
                 background.append(model)
         seeds = SourceSeeds.brightest_peaks(footprints)
         ids = id_generator.source_ids(seeds.x.size)
-        with task.timer("measurement"):
-            cat = measure_sources(
-                exposure,
-                footprints,
-                seeds,
-                psf,
-                config.measurement,
-                ids=ids,
-                seed=id_generator.catalog_seed,
-            )
-        check_centroids(cat)
+        cat = measure(footprints, seeds, psf, ids)
         with task.timer("psf"):
             candidates = select_psf_candidates(cat, config.star_selector)
             fit = fit_psf(
@@ -136,24 +137,8 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
         else:
             psf = fit.psf
     with task.timer("repair"):
-        repair(
-            exposure,
-            psf.determinant_radius(*center),
-            config.repair,
-            keep_crs=False,
-            find_crs=False,
-        )
-    with task.timer("measurement"):
-        cat = measure_sources(
-            exposure,
-            footprints,
-            seeds,
-            psf,
-            config.measurement,
-            ids=ids,
-            seed=id_generator.catalog_seed,
-        )
-    check_centroids(cat)
+        repair(exposure, psf, config.repair, keep_crs=False, find_crs=False)
+    cat = measure(footprints, seeds, psf, ids)
     cat["calib_psf_candidate"] = candidates
     cat["calib_psf_used"] = fit.used
     cat["calib_psf_reserved"] = np.zeros(len(cat), bool)

@@ -32,6 +32,18 @@ def _union(parent, a, b):
 
 
 @kernel
+def _extend_box(bbox, k, x, y):
+    if x < bbox[k, 0]:
+        bbox[k, 0] = x
+    if x > bbox[k, 2]:
+        bbox[k, 2] = x
+    if y < bbox[k, 1]:
+        bbox[k, 1] = y
+    if y > bbox[k, 3]:
+        bbox[k, 3] = y
+
+
+@kernel
 def label_components(mask):
     """Label the 8-connected components of ``mask``.
 
@@ -105,15 +117,7 @@ def label_components(mask):
                 continue
             f = final[lab]
             labels[y, x] = f
-            k = f - 1
-            if x < bbox[k, 0]:
-                bbox[k, 0] = x
-            if x > bbox[k, 2]:
-                bbox[k, 2] = x
-            if y < bbox[k, 1]:
-                bbox[k, 1] = y
-            if y > bbox[k, 3]:
-                bbox[k, 3] = y
+            _extend_box(bbox, f - 1, x, y)
     return labels, n, bbox
 
 
@@ -134,15 +138,7 @@ def label_bboxes(labels, n):
             lab = labels[y, x]
             if lab == 0 or lab > n:
                 continue
-            k = lab - 1
-            if x < bbox[k, 0]:
-                bbox[k, 0] = x
-            if x > bbox[k, 2]:
-                bbox[k, 2] = x
-            if y < bbox[k, 1]:
-                bbox[k, 1] = y
-            if y > bbox[k, 3]:
-                bbox[k, 3] = y
+            _extend_box(bbox, lab - 1, x, y)
     return bbox
 
 
