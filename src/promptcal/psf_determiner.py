@@ -32,7 +32,12 @@ SELECTOR_BAD_FLAGS = (
 class StarSelectorConfig(Config):
     """objectSize star selector."""
 
-    min_width: float = Field(0.9, gt=0, description="Minimum √((Ixx+Iyy)/2) [px].")
+    min_width: float = Field(
+        0.5,
+        gt=0,
+        description="Minimum √((Ixx+Iyy)/2) [px]; LSST uses 0.9, which rejects every star of "
+        "an undersampled PSF (FWHM < 2.1 px); CRs are excluded by their mask anyway.",
+    )
     max_width: float = Field(10.0, gt=0, description="Maximum √((Ixx+Iyy)/2) [px].")
     min_snr: float = Field(50.0, ge=0, description="Minimum PsfFlux S/N [1].")
     n_clusters: int = Field(4, ge=1, description="k-means clusters on width [1].")

@@ -49,14 +49,19 @@ class PsfPhaseResult:
     psf: PsfModel
 
 
-def initial_psf(exposure: Exposure, default_fwhm: float, default_size: int) -> PsfModel:
-    """The exposure's PSF, else a Gaussian from ``PSF_FWHM`` [px], else the default."""
+def initial_psf(
+    exposure: Exposure, default_fwhm: float, default_size: int
+) -> tuple[PsfModel, bool]:
+    """The exposure's PSF, else a Gaussian from ``PSF_FWHM`` [px], else the default.
+
+    Returns the model and whether it is only the default guess.
+    """
     if exposure.psf is not None:
-        return exposure.psf
+        return exposure.psf, False
     fwhm = exposure.metadata.get("PSF_FWHM")
     if fwhm is not None and np.isfinite(float(fwhm)) and float(fwhm) > 0:
-        return GaussianPsf(float(fwhm) / FWHM_PER_SIGMA)
-    return GaussianPsf(default_fwhm / FWHM_PER_SIGMA, default_size)
+        return GaussianPsf(float(fwhm) / FWHM_PER_SIGMA), False
+    return GaussianPsf(default_fwhm / FWHM_PER_SIGMA, default_size), True
 
 
 def check_centroids(cat: SourceCatalog) -> None:
@@ -76,7 +81,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
     """
     config = task.config
     background = BackgroundList()
-    psf = initial_psf(exposure, config.initial_psf_fwhm, config.initial_psf_size)
+    psf, guessed = initial_psf(exposure, config.initial_psf_fwhm, config.initial_psf_size)
     center = exposure.center
     with task.timer("background"):
         background.append(subtract_background(exposure, config.background))
@@ -96,7 +101,9 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
     for iteration in range(config.psf_iterations):
         sigma = psf.determinant_radius(*center)
         with task.timer("repair"):
-            repair(exposure, psf, config.repair, keep_crs=True)
+            # A guessed PSF may be far broader than the truth; assume a sharp one for CRs.
+            cr_psf = GaussianPsf(config.repair.guess_psf_sigma) if guessed else psf
+            repair(exposure, cr_psf, config.repair, keep_crs=True)
         with task.timer("detection"):
             # Footprints found with a smoothing σ within the tolerance are the same
             # footprints; re-detecting would only cost time.
@@ -132,12 +139,13 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
             fit.used.sum(),
             fitted_sigma,
         )
+        guessed = False
         if iteration < config.psf_iterations - 1:
             psf = GaussianPsf(fitted_sigma)
         else:
             psf = fit.psf
     with task.timer("repair"):
-        repair(exposure, psf, config.repair, keep_crs=False, find_crs=False)
+        repair(exposure, psf, config.repair, keep_crs=False)
     cat = measure(footprints, seeds, psf, ids)
     cat["calib_psf_candidate"] = candidates
     cat["calib_psf_used"] = fit.used

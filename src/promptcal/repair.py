@@ -26,6 +26,12 @@ class RepairConfig(Config):
     cond3_fac2: float = Field(
         0.35, gt=0, description="Neighbours below this × PSF prediction mark a CR [1]."
     )
+    guess_psf_sigma: float = Field(
+        0.6,
+        gt=0,
+        description="PSF σ the CR finder assumes while the PSF is only the default guess "
+        "(no PSF, no PSF_FWHM card): a too-broad guess would flag sharp star cores [px].",
+    )
     max_interpolation_distance: int = Field(
         16, ge=1, description="Largest half-gap interpolated across [px]."
     )
@@ -57,10 +63,9 @@ def repair(
 ) -> int:
     """Interpolate defects and find cosmic rays; mask them, and repair unless ``keep_crs``.
 
-    ``psf`` is the current PSF model. With ``keep_crs`` the CR plane is rebuilt (the
-    verdict depends on the PSF, which improves between passes); ``find_crs=False`` only
-    repairs the pixels already in the CR plane (the final repair of the PSF phase runs
-    on pixels the finder has just searched).
+    ``psf`` is the current PSF model; each search rebuilds the CR plane (the verdict
+    depends on the PSF, which improves between passes). ``find_crs=False`` only repairs
+    the pixels already in the CR plane.
 
     Returns
     -------
@@ -79,8 +84,9 @@ def repair(
     if not find_crs:
         n_cr = int(mask.any_set("CR"))
     else:
-        if keep_crs:
-            clear_bits(mask.array, np.int32(mask.bit("CR")))
+        # The verdict depends on the PSF, which improves between passes: start afresh
+        # (CR pixels are only interpolated once, in the final pass).
+        clear_bits(mask.array, np.int32(mask.bit("CR")))
         ratio1, ratio2 = psf_neighbour_ratios(psf, *exposure.center)
         n_cr = mask_cosmic_rays(
             exposure.image,
