@@ -37,6 +37,12 @@ class ApCorrConfig(Config):
         ("base_PsfFlux", "base_GaussianFlux"), description="Fluxes to correct."
     )
     min_snr: float = Field(200.0, ge=0, description="S/N cut of the corrected flux [1].")
+    fallback_min_snr: float | None = Field(
+        50.0,
+        ge=0,
+        description="When fewer than 1 + min_degrees_of_freedom PSF stars pass min_snr, use "
+        "those above this instead (None: fail as LSST does) [1].",
+    )
     order: int = Field(2, ge=0, description="Chebyshev order (triangular) [1].")
     n_iterations: int = Field(4, ge=0, description="Clipping rounds [1].")
     clip_nsigma: float = Field(4.0, gt=0, description="Clip at this × normalised MAD [1].")
@@ -176,10 +182,14 @@ def measure_ap_corr(cat, used: np.ndarray, config: ApCorrConfig, bbox) -> ApCorr
     for name in config.fluxes_to_correct:
         flux = np.asarray(cat[f"{name}_instFlux"], float)
         z = calib / flux
-        good = used & np.isfinite(z) & (_snr(cat, name) > config.min_snr)
-        good &= ~np.asarray(cat[f"{name}_flag"], bool) & ~np.asarray(
+        clean = used & np.isfinite(z)
+        clean &= ~np.asarray(cat[f"{name}_flag"], bool) & ~np.asarray(
             cat["slot_CalibFlux_flag"], bool
         )
+        good = clean & (_snr(cat, name) > config.min_snr)
+        if good.sum() < 1 + config.min_degrees_of_freedom and config.fallback_min_snr is not None:
+            # Shallow or small frames may have no PSF star above the LSST cut.
+            good = clean & (_snr(cat, name) > config.fallback_min_snr)
         n = int(good.sum())
         order = config.order
         while order >= 0 and n - n_params(order) < config.min_degrees_of_freedom:

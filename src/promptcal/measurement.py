@@ -201,7 +201,8 @@ def measure_sources(
     scale = 1.0 / (config.tophat_outer_factor**2 - 1.0)
     tophat = ap_flux[:, 1] - (ap_flux[:, 2] - ap_flux[:, 1]) * scale
     # tophat = A_in − scale × A_annulus, and the two sums are independent.
-    annulus_var = np.maximum(ap_err[:, 2] ** 2 - ap_err[:, 1] ** 2, 0)
+    with np.errstate(invalid="ignore"):  # inf − inf where NO_DATA pixels are summed
+        annulus_var = np.maximum(ap_err[:, 2] ** 2 - ap_err[:, 1] ** 2, 0)
     tophat_err = np.sqrt(ap_err[:, 1] ** 2 + annulus_var * scale**2)
     _flux_columns(cat, tophat_name, tophat, tophat_err, ap_trunc[:, 2])
     for flag, plane in PIXEL_FLAG_PLANES.items():

@@ -27,7 +27,29 @@ def kernel_shape(image: np.ndarray, sigma_guess: float) -> tuple[float, float, f
     xx, yy, xy, _flags = adaptive_moments(
         padded, padded, labels, np.zeros(1, np.int32), centre, centre, sigma_guess, 100, 1e-7
     )
-    return float(xx[0]), float(yy[0]), float(xy[0])
+    if np.isfinite(xx[0]) and np.isfinite(yy[0]) and np.isfinite(xy[0]):
+        return float(xx[0]), float(yy[0]), float(xy[0])
+    # A kernel narrower than a pixel defeats adaptive moments (the weight collapses onto
+    # one pixel). The model is noise-free, so one Gaussian-weighted measurement with a
+    # fixed weight W, deconvolved as C = (M⁻¹ − W⁻¹)⁻¹ (exact for a Gaussian), is enough;
+    # unweighted moments would be dominated by the stamp's faint wings.
+    kernel = np.asarray(image, np.float64)
+    offsets = np.arange(size) - size // 2
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    w_sigma2 = max(sigma_guess, 1.0) ** 2
+    weighted = kernel * np.exp(-0.5 * (dx * dx + dy * dy) / w_sigma2)
+    total = weighted.sum()
+    m = (
+        np.array(
+            [
+                [(weighted * dx * dx).sum(), (weighted * dx * dy).sum()],
+                [(weighted * dx * dy).sum(), (weighted * dy * dy).sum()],
+            ]
+        )
+        / total
+    )
+    c = np.linalg.inv(np.linalg.inv(m) - np.eye(2) / w_sigma2)
+    return float(c[0, 0]), float(c[1, 1]), float(c[0, 1])
 
 
 class PsfModel:
