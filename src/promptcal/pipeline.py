@@ -32,7 +32,13 @@ from .psf_phase import compute_psf, measure_aperture_correction
 from .repair import RepairConfig
 from .sky_sources import SkySourcesConfig
 from .snaps import combine_snaps
-from .star_phase import DownsampleConfig, StarSelectionConfig, find_stars, match_psf_stars
+from .star_phase import (
+    DownsampleConfig,
+    StarSelectionConfig,
+    find_stars,
+    match_psf_stars,
+    renormalize_calib_flux,
+)
 from .summary import SummaryConfig, compute_summary_stats
 from .task import Struct, Task, time_method
 
@@ -262,6 +268,9 @@ class CalibrateImageTask(Task):
         result.stars = stars.stars
         result.stars_footprints = stars.footprints
         self.match_psf_stars(result.psf_stars, result.stars, exposure)
+        ratio = renormalize_calib_flux(result.stars, config.resolved_ap_corr())
+        if ratio is not None:
+            self.metadata["CALIB_FLUX_NORMALIZATION"] = ratio
         if refs is not None and config.do_astrometry_refit:
             astrometry = self._refit_astrometry(
                 exposure, result, stars.sources, refs, ref_flux, astrometry

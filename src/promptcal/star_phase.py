@@ -270,6 +270,35 @@ def apply_calibration_normalization(cat: SourceCatalog, ap_corr_map, tophat_name
     cat.set_slot("slot_CalibFlux", NORMALIZED_CALIB)
 
 
+def renormalize_calib_flux(stars: SourceCatalog, ap_corr_config) -> float | None:
+    """Re-derive the aperture/tophat normalisation from the star-phase PSF stars.
+
+    The PSF phase replaces only ≥10σ neighbours by noise, so fainter neighbours
+    contaminate its tophat annulus more than the star phase's (5σ) measurement; a ratio
+    taken there over-scales the star catalog's CalibFlux by 1–4% in dense fields. The
+    same PSF stars measured in the star phase give the consistent ratio. Returns it, or
+    None (PSF-phase ratio kept) when no PSF star is bright enough.
+    """
+    tophat, aperture = ap_corr_config.tophat_name, ap_corr_config.aperture_name
+    used = np.asarray(stars["calib_psf_used"], bool) & ~np.asarray(stars["sky_source"], bool)
+    flux = np.asarray(stars[f"{tophat}_instFlux"], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.asarray(stars[f"{aperture}_instFlux"], float) / flux
+        snr = flux / np.asarray(stars[f"{tophat}_instFluxErr"], float)
+    good = used & np.isfinite(ratio) & ~np.asarray(stars[f"{tophat}_flag"], bool)
+    for limit in (ap_corr_config.normalization_min_snr, ap_corr_config.fallback_min_snr):
+        if limit is not None and np.count_nonzero(good & (snr > limit)) >= 1:
+            value = float(np.median(ratio[good & (snr > limit)]))
+            break
+    else:
+        return None
+    stars[f"{NORMALIZED_CALIB}_instFlux"] = flux * value
+    stars[f"{NORMALIZED_CALIB}_instFluxErr"] = (
+        np.asarray(stars[f"{tophat}_instFluxErr"], float) * value
+    )
+    return value
+
+
 def match_psf_stars(psf_stars: SourceCatalog, stars: SourceCatalog, radius: float) -> None:
     """Copy PSF-phase flags onto the closest star within ``radius`` [px] (spec A9).
 
