@@ -15,7 +15,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from promptcal.errors import InvalidInputError, NoPsfStarsToStarsMatchError
-from promptcal.ids import IdGenerator
+from promptcal.ids import COUNTER_BITS, IdGenerator
 from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
 from promptcal.refcat import RefcatLoader
 from promptcal.refcat.loader import RefcatCoverageError
@@ -248,7 +248,7 @@ def test_ids_from_generator(runs):
     for catalog in (result.psf_stars, result.stars):
         ids = np.asarray(catalog["id"], np.int64)
         assert np.all(ids > 1e9)
-        assert np.all(ids >> 32 == packed)  # the (visit, detector, release) packing
+        assert np.all(ids >> COUNTER_BITS == packed)  # the (visit, detector, release) packing
         assert np.unique(ids).size == ids.size
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import pydantic
 import pytest
 from pydantic import Field
@@ -227,3 +228,18 @@ def test_struct_get_dict():
     assert d["b"] is struct.b  # shallow
     struct.c = 4
     assert struct.getDict()["c"] == 4
+
+
+def test_id_generator_handles_rubin_visit_numbers():
+    from promptcal.ids import COUNTER_BITS, IdGenerator, compact_visit
+
+    rubin = IdGenerator(visit=2026022400123, detector=188)
+    other_day = IdGenerator(visit=2026022500123, detector=188)
+    ids = rubin.source_ids(3)
+    assert ids.dtype == np.int64 and np.all(ids > 0) and np.all(ids > 1e9)
+    assert np.all(ids >> COUNTER_BITS == rubin.packed)
+    assert rubin.packed != other_day.packed
+    assert compact_visit(2026022400123) == compact_visit(2026022400000) + 123
+    assert compact_visit(1234) == 1234
+    with pytest.raises(InvalidInputError):
+        IdGenerator(visit=1999123100001, detector=0)

@@ -25,6 +25,7 @@ COMMAND_MODULES: dict[str, str] = {
     "broker": "broker",
     "topics": "topics",
     "calibrate": "calibrate",
+    "serve": "serve",
 }
 
 

@@ -1,0 +1,220 @@
+"""``promptcal serve``: the streaming calibration worker.
+
+``promptcal serve --bootstrap HOST:PORT --group G --refcat DIR --output URI [options]``
+consumes ``next-visit`` and ``image-ready``, preloads reference shards, calibrates each
+visit-detector and publishes ``calibrated`` and ``metrics`` messages (see
+``docs/worker.md``). It serves ``/healthz``, ``/readyz`` and ``/metrics`` over HTTP.
+
+SIGTERM or SIGINT: stop polling, finish the exposure in hand, flush, commit, exit 0
+within ``--grace-period`` seconds (past it the process exits with code 4 and the
+exposure in hand is redone by another worker). A second signal exits at once (4).
+Exit codes: 0 clean stop; 2 invalid configuration; 4 broker or storage failure
+beyond the retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger("promptcal.stream.serve")
+
+#: Exit code when the grace period runs out (the cli's transient-failure code).
+EXIT_GRACE_EXCEEDED = 4
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``serve`` sub-command."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run a streaming calibration worker (Kafka in, products and results out)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers HOST:PORT[,...]")
+    p.add_argument("--group", required=True, help="consumer group of the instrument's workers")
+    p.add_argument("--refcat", required=True, help="reference-catalog directory")
+    p.add_argument("--output", required=True, help="product root: directory or file:// URI")
+    p.add_argument("--config", help="JSON file of calibration config overrides")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="calibration config override (repeatable)",
+    )
+    p.add_argument("--prefix", default="", help="topic-name prefix, e.g. 'lsstcam.'")
+    p.add_argument(
+        "--camera",
+        default="lsstcam-like",
+        help="camera for the preload footprint: built-in name or JSON file",
+    )
+    p.add_argument("--http-host", default="0.0.0.0", help="interface of the HTTP endpoints")
+    p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free)")
+    p.add_argument("--poll-timeout", type=float, default=0.1, help="longest poll wait [s]")
+    p.add_argument(
+        "--snap-wait", type=float, default=60.0, help="wait for the other snaps after the first [s]"
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        help="SIGTERM to exit, including the exposure in hand [s]",
+    )
+    p.add_argument(
+        "--max-exposure-seconds",
+        type=float,
+        default=300.0,
+        help="worst-case time of one exposure; sets max.poll.interval.ms [s]",
+    )
+    p.add_argument("--retries", type=int, default=5, help="retries of a publish or write")
+    p.add_argument(
+        "--retry-backoff", type=float, default=0.5, help="first retry wait, doubled each retry [s]"
+    )
+    p.add_argument(
+        "--delivery-timeout",
+        type=float,
+        default=10.0,
+        help="longest wait for the broker's acknowledgement [s]",
+    )
+    p.add_argument(
+        "--statistics-interval-ms",
+        type=int,
+        default=5000,
+        help="librdkafka statistics period for the lag gauge [ms]; 0: off",
+    )
+    p.add_argument(
+        "--refcat-cache-mb", type=float, default=256.0, help="reference-shard cache budget [MiB]"
+    )
+    p.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="skip the kernel warm-up (the first exposure pays for it)",
+    )
+    p.add_argument(
+        "--consumer-option",
+        dest="consumer_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra librdkafka consumer setting (repeatable)",
+    )
+    p.set_defaults(handler=run)
+    return p
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    from ..errors import InvalidInputError
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InvalidInputError(f"--consumer-option {text!r}: expected KEY=VALUE")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), else ``None``."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            up = float(uptime.read().split()[0])
+        return up - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker until SIGTERM/SIGINT; returns the exit code."""
+    from ..camera import load_camera
+    from ..refcat import RefcatLoader
+    from ..stream.worker import Worker, WorkerSettings
+    from .calibrate import build_config
+
+    if args.verbose == 0:  # the worker's INFO lines are its operational log
+        logging.getLogger("promptcal.stream").setLevel(logging.INFO)
+    settings = WorkerSettings(
+        bootstrap=args.bootstrap,
+        group_id=args.group,
+        output=args.output,
+        topic_prefix=args.prefix,
+        poll_timeout=args.poll_timeout,
+        snap_wait=args.snap_wait,
+        grace_period=args.grace_period,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        max_exposure_seconds=args.max_exposure_seconds,
+        retries=args.retries,
+        retry_backoff=args.retry_backoff,
+        delivery_timeout=args.delivery_timeout,
+        camera=args.camera,
+        statistics_interval_ms=args.statistics_interval_ms,
+        do_warmup=args.warmup,
+        consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
+    )
+    config = build_config(args.config, args.overrides)
+    refcat = RefcatLoader(args.refcat, cache_bytes=int(args.refcat_cache_mb * 2**20))
+    camera = load_camera(settings.camera)
+    stop = threading.Event()
+
+    def on_ready(event: str, info: dict[str, Any]) -> None:
+        if event == "ready":
+            age = process_age()
+            log.info(
+                "ready on http port %s, %s s after process start",
+                info["http_port"],
+                "?" if age is None else f"{age:.2f}",
+            )
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            os._exit(EXIT_GRACE_EXCEEDED)  # second signal: the operator insists
+        log.info(
+            "%s received: draining (grace period %.1f s)",
+            signal.Signals(signum).name,
+            settings.grace_period,
+        )
+        stop.set()
+        watchdog = threading.Timer(settings.grace_period, _grace_exceeded, (time.monotonic(),))
+        watchdog.daemon = True
+        watchdog.start()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker = Worker(
+            settings,
+            config=config,
+            refcat=refcat,
+            camera=camera,
+            stop_event=stop,
+            listener=on_ready,
+        )
+        code = worker.run()
+        log.info("stopped cleanly")
+        return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _grace_exceeded(since: float) -> None:
+    print(
+        f"promptcal serve: still running {time.monotonic() - since:.1f} s after the stop "
+        "signal (grace period exceeded); exiting, the exposure in hand will be redone",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(EXIT_GRACE_EXCEEDED)

@@ -1,0 +1,279 @@
+"""Calibrate one assembled visit-detector: read the snaps, run the task, write products.
+
+:class:`ExposureProcessor` is the Kafka-free half of the worker: given the snaps of
+one exposure (and the preload record of its ``next-visit``), it returns an
+:class:`~promptcal.stream.publish.Outcome` for the result messages.
+
+- Reading: the snap URIs are ``file://`` URIs or plain paths. A missing, truncated or
+  non-FITS file raises :class:`~promptcal.errors.InvalidInputError` (the worker sends
+  the snaps to ``dead-letter``); other ``OSError`` s (storage hiccups) are retried.
+- Identity: the message is authoritative: each snap gets the message's visit,
+  detector and band (the band selects the reference band).
+- Without a WCS in the file, the footprint predicted at preload time gives the task a
+  pointing hint.
+- Any failure of the calibration itself is a result (``status=failed``): an
+  :class:`~promptcal.errors.AlgorithmError` as designed, any other exception logged
+  with its traceback (a poison exposure must not stall its partition forever).
+- Products go to ``<root>/<instrument>/<visit>/<detector>/``, written atomically;
+  ``OSError`` s are retried with backoff, then raised as
+  :class:`~promptcal.errors.TransientError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import AlgorithmError, InvalidInputError, TransientError
+from .assembler import PendingExposure, Position, ReceivedSnap
+from .preload import Preloader, PreloadRecord
+from .publish import Outcome, retry_delays
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A consumed Kafka message as bytes (what a dead letter re-publishes)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+
+    @property
+    def position(self) -> Position:
+        """(topic, partition, offset)."""
+        return (self.topic, self.partition, self.offset)
+
+    @classmethod
+    def from_kafka(cls, message: Any) -> RawMessage:
+        """From a ``confluent_kafka.Message``."""
+        return cls(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value(),
+            message.headers(),
+        )
+
+    @classmethod
+    def from_snap(cls, snap: ReceivedSnap) -> RawMessage:
+        """From a snap kept by the assembler."""
+        topic, partition, offset = snap.position
+        return cls(topic, partition, offset, snap.key, snap.value, snap.headers)
+
+
+def output_root(uri: str) -> Path:
+    """The local directory of ``--output`` (a path or a ``file://`` URI)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
+        raise InvalidInputError(
+            f"output {uri!r}: only local directories and file:// URIs are supported"
+        )
+    return Path(uri)
+
+
+def uri_to_path(uri: str) -> Path:
+    """The local file of a snap URI (``file://...`` or a plain path).
+
+    Raises
+    ------
+    InvalidInputError
+        Another scheme (``s3://`` needs object-storage support this build lacks).
+    """
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise InvalidInputError(f"snap URI {uri!r}: remote file:// hosts are not supported")
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise InvalidInputError(f"snap URI {uri!r}: scheme {parsed.scheme!r} is not supported")
+    return Path(uri)
+
+
+def product_dir(root: Path, instrument: str, visit: int, detector: int) -> Path:
+    """``<root>/<instrument>/<visit>/<detector>``: deterministic, so a replay overwrites."""
+    return root / instrument / str(int(visit)) / str(int(detector))
+
+
+def with_retries(
+    action: Callable[[], Any],
+    what: str,
+    retries: int,
+    backoff: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Run ``action``, retrying ``OSError`` with backoff; then raise TransientError."""
+    for delay in [*retry_delays(retries, backoff), None]:
+        try:
+            return action()
+        except OSError as exc:
+            if delay is None:
+                raise TransientError(f"{what}: {exc} (after {retries} retries)") from exc
+            logger.warning("%s: %s; retrying in %.2f s", what, exc, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class ExposureProcessor:
+    """Read, calibrate and write one exposure.
+
+    Parameters
+    ----------
+    config : CalibrateImageConfig
+        The calibration configuration.
+    refcat : RefcatLoader
+        The loader shared with the preloader.
+    output : str
+        Product root (path or ``file://`` URI).
+    retries, backoff : int, float
+        Storage retries and first backoff [s].
+    """
+
+    def __init__(self, config, refcat, output: str, *, retries: int = 5, backoff: float = 0.5):
+        self.config = config
+        self.config_hash = config.config_hash()
+        self.refcat = refcat
+        self.root = output_root(output)
+        self.retries = retries
+        self.backoff = backoff
+
+    def read(self, snaps: list[ReceivedSnap]) -> tuple[list, list[Path]]:
+        """The snaps' exposures, with the messages' visit, detector and band."""
+        from ..exposure import Detector
+        from ..io import read_exposure
+
+        exposures, paths = [], []
+        for snap in snaps:
+            msg = snap.message
+            path = uri_to_path(msg.uri)
+
+            def read(path=path, band=msg.band):
+                if not path.is_file():  # absent: the message is wrong, not the storage
+                    raise InvalidInputError(f"snap file {path} does not exist")
+                return read_exposure(path, band=band)
+
+            exposure = with_retries(read, f"reading {path}", self.retries, self.backoff)
+            exposure.visit_info.exposure_id = int(msg.visit)
+            if exposure.detector is None:
+                exposure.detector = Detector(id=int(msg.detector))
+            else:
+                exposure.detector.id = int(msg.detector)
+            exposures.append(exposure)
+            paths.append(path)
+        return exposures, paths
+
+    def process(
+        self, pending: PendingExposure, record: PreloadRecord | None, preloader: Preloader
+    ) -> Outcome:
+        """Calibrate one exposure and write its products.
+
+        Raises
+        ------
+        InvalidInputError
+            A snap cannot be read (send the snaps to ``dead-letter``).
+        TransientError
+            The products could not be written after the retries.
+        """
+        from ..ids import IdGenerator
+        from ..outputs import write_products
+        from ..pipeline import CalibrateImageTask
+        from ..task import Struct
+
+        started = time.time()
+        t0 = time.perf_counter()
+        exposures, paths = self.read(pending.ordered_snaps())
+        read_time = time.perf_counter() - t0
+        # Shards still cached from a preload that finished before the pixels came?
+        preloaded = (
+            record is not None
+            and record.ok
+            and record.finished_at <= pending.first_received_at
+            and preloader.still_cached(record)
+        )
+        misses_before = self.refcat.cache_info()["misses"]
+        task = CalibrateImageTask(self.config, refcat=self.refcat)
+        result = Struct()
+        error: BaseException | None = None
+        cpu0, t1 = time.process_time(), time.perf_counter()
+        try:
+            task.run(
+                exposures=exposures[0] if len(exposures) == 1 else exposures,
+                id_generator=IdGenerator(visit=pending.visit, detector=pending.detector),
+                result=result,
+                pointing_hint=self._hint(exposures[0], record),
+            )
+        except AlgorithmError as exc:
+            error = exc
+        except (TransientError, MemoryError):
+            raise
+        except Exception as exc:  # not designed to fail: report it, keep the partition moving
+            logger.exception(
+                "calibration of visit %d detector %d raised", pending.visit, pending.detector
+            )
+            error = exc
+        calib_time = time.perf_counter() - t1
+        cpu_time = time.process_time() - cpu0
+        status = "failed" if error is not None else "success"
+        hit = preloaded and self.refcat.cache_info()["misses"] == misses_before
+        out = product_dir(self.root, pending.instrument, pending.visit, pending.detector)
+        t2 = time.perf_counter()
+        products = with_retries(
+            lambda: write_products(
+                result,
+                out,
+                task=task,
+                status=status,
+                error=error,
+                timings={"read": read_time},
+                inputs=paths,
+            ),
+            f"writing products to {out}",
+            self.retries,
+            self.backoff,
+        )
+        timings = {**task.stage_durations(), "read": read_time, "write": time.perf_counter() - t2}
+        failure = getattr(result, "failure", None) or {}
+        summary = getattr(result, "summary", None) or {}
+        return Outcome(
+            instrument=pending.instrument,
+            visit=pending.visit,
+            detector=pending.detector,
+            status=status,
+            summary=summary,
+            products={k: Path(v).resolve().as_uri() for k, v in sorted(products.items())},
+            timings=timings,
+            config_hash=self.config_hash,
+            wall_time=read_time + calib_time + timings["write"],
+            cpu_time=cpu_time,
+            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            preload_hit=None if record is None else bool(hit),
+            preload_duration=None if record is None else record.duration,
+            queue_wait=started - pending.last_produced_at,
+            last_produced_at=pending.last_produced_at,
+            error_type=None if error is None else type(error).__name__,
+            error_message=None if error is None else (str(error) or type(error).__name__),
+            error_metadata=None if error is None else failure.get("metadata", {}),
+        )
+
+    @staticmethod
+    def _hint(exposure, record: PreloadRecord | None):
+        """A pointing hint from the predicted footprint, for files without a WCS."""
+        if exposure.wcs is not None or record is None or record.center is None:
+            return None
+        from ..astrometry import PointingHint
+
+        return PointingHint(record.center[0], record.center[1], record.pixel_scale, record.rotation)

@@ -1,0 +1,382 @@
+"""The streaming worker: consume ``next-visit``/``image-ready``, calibrate, publish.
+
+One consumer subscribes to both co-partitioned topics (range assignor, so a worker
+owns the same partition numbers of both). Per message:
+
+- ``next-visit`` → predict the detector footprint and preload its reference shards
+  (:mod:`~promptcal.stream.preload`), synchronously;
+- ``image-ready`` → collect the visit-detector's snaps (:mod:`~promptcal.stream.assembler`,
+  bounded wait), then read them, run ``CalibrateImageTask``, write the products under
+  ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames), publish the
+  ``calibrated`` message and the ``metrics`` record and wait for the broker's
+  acknowledgement (:mod:`~promptcal.stream.publish`);
+- only then are the input offsets stored and committed (asynchronously after each
+  exposure, synchronously on shutdown or revocation). At-least-once: a crash before
+  the commit redoes the exposure, overwriting the same products and key.
+
+Undecodable messages and unreadable snaps go to ``dead-letter`` (original key, value
+and headers, plus error headers) and count as handled. Algorithm failures are results
+(``status=failed``). Transient failures (broker, storage) are retried with backoff;
+past the retries :class:`~promptcal.errors.TransientError` ends :meth:`Worker.run`
+without storing the exposure's offsets. See ``docs/worker.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ..errors import InvalidInputError, TransientError
+from ..metrics import WorkerMetrics
+from .assembler import OffsetTracker, PendingExposure, Position, ReceivedSnap, SnapAssembler
+from .http import HealthServer
+from .preload import Preloader
+from .process import ExposureProcessor, RawMessage
+from .publish import OutgoingMessage, Publisher, build_messages, retry_delays, worker_identity
+from .schemas import DeadLetter, ImageReady, NextVisit, decode
+from .settings import WorkerSettings
+from .topics import TopicNames, consumer_config, producer_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Listener", "Worker", "WorkerSettings"]
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class Worker:
+    """A streaming calibration worker (run it in the main thread or a test thread).
+
+    Parameters
+    ----------
+    settings : WorkerSettings
+    config : CalibrateImageConfig
+        The calibration configuration.
+    refcat : RefcatLoader
+        Reference catalog (its cache holds the preloaded shards).
+    camera : Camera
+        Detector geometry for the footprint prediction.
+    registry : prometheus_client.CollectorRegistry, optional
+        Where the metrics live (a fresh registry when omitted).
+    stop_event : threading.Event, optional
+        Set it (or call :meth:`request_stop`) to drain and stop.
+    listener : callable, optional
+        ``listener(event, info)`` for ``ready``, ``preloaded``, ``image``,
+        ``processing``, ``calibrated``, ``dead_letter``, ``stopping`` (tests, tracing).
+    """
+
+    def __init__(
+        self,
+        settings,
+        *,
+        config,
+        refcat,
+        camera,
+        registry=None,
+        stop_event=None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
+        self.health = HealthServer(
+            self.metrics.registry,
+            host=settings.http_host,
+            liveness_timeout=settings.liveness_timeout(),
+        )
+        self.topics = TopicNames(settings.topic_prefix)
+        self.assembler = SnapAssembler(settings.snap_wait)
+        self.offsets = OffsetTracker()
+        self.preloader = Preloader(
+            refcat,
+            camera,
+            padding_arcsec=settings.preload_padding_arcsec,
+            extra_margin_px=config.ref_pixel_margin,
+        )
+        self.processor = ExposureProcessor(
+            config,
+            refcat,
+            settings.output,
+            retries=settings.retries,
+            backoff=settings.retry_backoff,
+        )
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.listener = listener
+        self.identity = worker_identity()
+        self.consumer: Any = None
+        self.publisher: Publisher | None = None
+        self.http_port: int | None = None
+        self.ready_time: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop polling; the exposure in hand completes, then the worker drains."""
+        self.stop_event.set()
+
+    def run(self) -> int:
+        """Warm up, connect, serve until stopped; returns 0 after a clean drain.
+
+        Raises
+        ------
+        TransientError
+            The broker or the storage failed beyond the retries (nothing of the failing
+            exposure was committed).
+        """
+        start = time.monotonic()
+        self.http_port = self.health.start(self.settings.http_port)
+        try:
+            if self.settings.do_warmup:
+                from .warmup import warm_up
+
+                warm_up(self.config)
+            self._connect()
+            self.ready_time = time.monotonic() - start
+            self.health.set_ready(True)
+            logger.info("worker %s ready in %.2f s", self.identity, self.ready_time)
+            self._emit("ready", ready_time=self.ready_time, http_port=self.http_port)
+            self._loop()
+            self._drain()
+            return 0
+        except BaseException:  # TransientError, or a bad configuration at start-up
+            self.health.set_unhealthy()
+            self._close()
+            raise
+        finally:
+            self.health.set_ready(False)
+            self.health.stop()
+
+    def _connect(self) -> None:
+        from confluent_kafka import Consumer, KafkaException, Producer
+
+        s = self.settings
+        overrides = {
+            "max.poll.interval.ms": s.max_poll_interval_ms(),
+            "error_cb": self._on_kafka_error,
+            **s.consumer_overrides,
+        }
+        if s.statistics_interval_ms:
+            overrides["statistics.interval.ms"] = s.statistics_interval_ms
+            overrides["stats_cb"] = self._on_stats
+        self.consumer = Consumer(consumer_config(s.bootstrap, s.group_id, **overrides))
+        wanted = [self.topics.next_visit, self.topics.image_ready]
+        for delay in [*retry_delays(s.retries, s.retry_backoff), None]:
+            try:
+                metadata = self.consumer.list_topics(timeout=s.delivery_timeout)
+                break
+            except KafkaException as exc:
+                if delay is None:
+                    raise TransientError(f"broker {s.bootstrap} unreachable: {exc}") from exc
+                time.sleep(delay)
+        missing = [t for t in wanted if t not in metadata.topics]
+        if missing:
+            raise InvalidInputError(
+                f"topics {missing} do not exist on {s.bootstrap}; create them with "
+                "`promptcal topics create`"
+            )
+        producer = Producer(
+            producer_config(s.bootstrap, **{"message.timeout.ms": int(1000 * s.delivery_timeout)})
+        )
+        self.publisher = Publisher(
+            producer,
+            retries=s.retries,
+            backoff=s.retry_backoff,
+            delivery_timeout=s.delivery_timeout,
+        )
+        self.consumer.subscribe(wanted, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.health.heartbeat()
+            wait = self.settings.poll_timeout
+            expiry = self.assembler.seconds_to_next_expiry()
+            if expiry is not None:
+                wait = min(wait, expiry)
+            message = self.consumer.poll(wait)
+            if message is not None:
+                self._handle(message)
+            for pending in self.assembler.expired():
+                self._process(pending)
+
+    def _drain(self) -> None:
+        """After a stop request: flush, commit what is done, leave the group."""
+        self.health.set_ready(False)
+        left = self.assembler.pending()
+        logger.info(
+            "stopping: %d incomplete exposure(s) left uncommitted for redelivery", len(left)
+        )
+        self._emit("stopping", pending=[p.key for p in left])
+        if self.publisher is not None:
+            self.publisher.producer.flush(self.settings.delivery_timeout)
+            self.publisher = None  # the producer disconnects when collected
+        self._commit(self.offsets.committable(), asynchronous=False)
+        self._close()
+
+    def _close(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is None:
+            return
+        # close() leaves the group; bound it so a dead broker cannot hold the exit.
+        thread = threading.Thread(target=consumer.close, name="promptcal-close", daemon=True)
+        thread.start()
+        thread.join(self.settings.grace_period / 2)
+        if thread.is_alive():
+            logger.warning("consumer close did not finish; exiting anyway")
+
+    # -- Kafka callbacks -----------------------------------------------------------------
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            self.metrics.update_from_librdkafka_stats(stats_json)
+        except Exception:  # a callback must never raise into librdkafka
+            logger.exception("bad librdkafka statistics")
+
+    def _on_kafka_error(self, error: Any) -> None:
+        logger.warning("kafka: %s", error)
+
+    def _on_revoke(self, consumer: Any, partitions: list) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        dropped = self.assembler.drop_partitions(lost)
+        done = {tp: off for tp, off in self.offsets.committable().items() if tp in lost}
+        self._commit(done, asynchronous=False)
+        self.offsets.forget(lost)
+        logger.info(
+            "revoked %d partition(s); %d incomplete exposure(s) dropped", len(lost), len(dropped)
+        )
+
+    def _on_lost(self, consumer: Any, partitions: list) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self.assembler.drop_partitions(lost)
+        self.offsets.forget(lost)
+        logger.warning("lost %d partition(s) (evicted from the group)", len(lost))
+
+    def _commit(self, offsets: dict[tuple[str, int], int], *, asynchronous: bool) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if not offsets or self.consumer is None:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        try:
+            self.consumer.store_offsets(offsets=tps)
+        except KafkaException as exc:  # partition no longer assigned
+            logger.info("store_offsets: %s", exc)
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=asynchronous)
+        except KafkaException as exc:
+            logger.warning("commit of %s failed: %s", offsets, exc)
+
+    def _done(self, positions: list[Position]) -> None:
+        self._commit(self.offsets.done(positions), asynchronous=True)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _emit(self, event: str, **info: Any) -> None:
+        if self.listener is not None:
+            self.listener(event, info)
+
+    def _handle(self, message: Any) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise TransientError(f"fatal consumer error: {error}")
+            logger.warning("consumer: %s", error)
+            return
+        raw = RawMessage.from_kafka(message)
+        self.offsets.received(raw.position)
+        try:
+            if raw.topic == self.topics.next_visit:
+                visit = decode(raw.value, NextVisit)
+            elif raw.topic == self.topics.image_ready:
+                snap = ReceivedSnap(
+                    decode(raw.value, ImageReady), raw.position, raw.key, raw.value, raw.headers
+                )
+                if self.assembler.already_handled(snap.message):
+                    logger.info("late duplicate snap at %s ignored", raw.position)
+                    self._done([raw.position])
+                    return
+                complete = self.assembler.add(snap)
+            else:
+                raise InvalidInputError(f"unexpected topic {raw.topic!r}")
+        except InvalidInputError as exc:
+            self._dead_letter([raw], exc)
+            return
+        if raw.topic == self.topics.next_visit:
+            record = self.preloader.preload(visit)
+            if record.ok:
+                self.metrics.preload_duration.observe(record.duration)
+            self._done([raw.position])
+            self._emit("preloaded", record=record)
+            return
+        m = snap.message
+        logger.info(
+            "image-ready visit=%d detector=%d snap=%d/%d received",
+            m.visit,
+            m.detector,
+            m.snap,
+            m.n_snaps,
+        )
+        self._emit("image", snap=snap)
+        if complete is not None:
+            self._process(complete)
+
+    def _dead_letter(self, raws: list[RawMessage], error: BaseException) -> None:
+        out = []
+        for raw in raws:
+            letter = DeadLetter.from_error(error, raw.topic, raw.partition, raw.offset)
+            headers = [*(raw.headers or []), *letter.headers()]
+            out.append(OutgoingMessage(self.topics.dead_letter, raw.key, raw.value, headers))
+        logger.warning(
+            "dead-letter %s: %s: %s", [r.position for r in raws], type(error).__name__, error
+        )
+        self.publisher.publish(out)
+        self.metrics.observe_result("dead_letter")
+        self._done([r.position for r in raws])
+        self._emit("dead_letter", positions=[r.position for r in raws], error=error)
+
+    def _process(self, pending: PendingExposure) -> None:
+        logger.info(
+            "processing visit=%d detector=%d (%d of %d snaps)",
+            pending.visit,
+            pending.detector,
+            len(pending.snaps),
+            pending.n_snaps,
+        )
+        self._emit("processing", pending=pending)
+        record = self.preloader.pop(pending.visit, pending.detector)
+        try:
+            outcome = self.processor.process(pending, record, self.preloader)
+        except InvalidInputError as exc:  # a snap cannot be read
+            self._dead_letter([RawMessage.from_snap(s) for s in pending.ordered_snaps()], exc)
+            return
+        calibrated, metrics_record, out = build_messages(
+            outcome,
+            calibrated_topic=self.topics.calibrated,
+            metrics_topic=self.topics.metrics,
+            worker=self.identity,
+            now=time.time(),
+        )
+        self.publisher.publish(out)
+        self.metrics.observe_result(
+            outcome.status,
+            detector=outcome.detector,
+            summary=calibrated.summary,
+            latency=calibrated.end_to_end_latency,
+            stage_durations=outcome.timings,
+        )
+        # No next-visit seen (None) counts as a miss: the shards were loaded on arrival.
+        self.metrics.observe_preload(bool(outcome.preload_hit))
+        self._done(pending.positions)
+        logger.info(
+            "calibrated visit=%d detector=%d status=%s preload_hit=%s in %.2f s",
+            outcome.visit,
+            outcome.detector,
+            outcome.status,
+            outcome.preload_hit,
+            outcome.wall_time,
+        )
+        self._emit("calibrated", calibrated=calibrated, metrics=metrics_record)
