@@ -12,6 +12,13 @@ Modules
     ``LocalBroker``: the bundled Kafka-protocol broker for the demo and the tests.
 ``http``
     ``/healthz``, ``/readyz`` and ``/metrics`` over HTTP.
+``worker``, ``settings``
+    The consume loop of ``promptcal serve`` and its documented settings.
+``assembler``, ``preload``, ``process``, ``publish``
+    Snap collection and offset tracking, refcat preload on ``next-visit``, reading and
+    calibrating an exposure and writing its products, and acknowledged publishing.
+``warmup``
+    Compiles every Numba kernel on a tiny synthetic exposure before the worker is ready.
 
 Nothing here is imported by the calibration stages (see ``docs/streaming.md``).
 """
