@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from .adaptive_detection import AdaptiveThresholdConfig
 from .apcorr import ApCorrConfig
 from .astrometry import AstrometryConfig, PointingHint
 from .background import BackgroundConfig
@@ -61,6 +62,12 @@ class CalibrateImageConfig(Config):
         "Footprints of ≥50σ stars barely depend on the smoothing width, so re-detecting "
         "within 20% costs ~0.4 s on a 4k×4k frame for no change in the PSF stars [1].",
     )
+    do_adaptive_threshold_detection: bool = Field(
+        False,
+        description="Adapt the PSF-phase detection threshold to the field (spec A4); off "
+        "by default, as in LSST's legacy path used by its tests.",
+    )
+    adaptive_threshold: AdaptiveThresholdConfig = Field(default_factory=AdaptiveThresholdConfig)
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     repair: RepairConfig = Field(default_factory=RepairConfig)
     psf_detection: DetectionConfig = Field(
@@ -385,6 +392,10 @@ class CalibrateImageTask(Task):
                 config=self.config.summary,
                 astrom_offsets=offsets,
                 ref_cat_source_density=self.metadata.get("REF_CAT_SOURCE_DENSITY"),
+                psf_adaptive=(
+                    self.metadata.get("psfAdaptiveThresholdValue", np.nan),
+                    self.metadata.get("psfAdaptiveIncludeThresholdMultiplier", np.nan),
+                ),
             )
         result.summary = exposure.summary
 

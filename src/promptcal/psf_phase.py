@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .adaptive_detection import adaptive_detect
 from .apcorr import ApCorrMap, measure_ap_corr, normalize_calib_flux
 from .background import BackgroundList, subtract_background
 from .catalog import SourceCatalog
@@ -110,7 +111,16 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
             if detected_sigma is None or (
                 abs(sigma / detected_sigma - 1.0) > config.psf_redetect_tolerance
             ):
-                footprints = detect_footprints(exposure, sigma, config.psf_detection).positive
+                if config.do_adaptive_threshold_detection:
+                    adaptive = adaptive_detect(
+                        exposure, sigma, config.psf_detection, config.adaptive_threshold,
+                        config.background,
+                    )  # fmt: skip
+                    footprints = adaptive.detection.positive
+                    task.metadata["psfAdaptiveThresholdValue"] = adaptive.threshold
+                    task.metadata["psfAdaptiveIncludeThresholdMultiplier"] = adaptive.multiplier
+                else:
+                    footprints = detect_footprints(exposure, sigma, config.psf_detection).positive
                 detected_sigma = sigma
             if config.psf_detection.do_re_estimate_background:
                 model = subtract_background(exposure, config.background)
