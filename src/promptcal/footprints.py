@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
+from .kernels.components import relabel
 from .kernels.detect import label_spans
 
 
@@ -85,8 +86,10 @@ class Footprints:
         mapping[keep_idx + 1] = np.arange(1, keep_idx.size + 1, dtype=np.int32)
         new_index = mapping[1:] - 1
         peak_keep = new_index[self.peak_footprint] >= 0
+        labels = self.labels.copy()
+        relabel(labels, mapping)
         return Footprints(
-            labels=mapping[self.labels],
+            labels=labels,
             bbox=self.bbox[keep_idx],
             peak_footprint=new_index[self.peak_footprint[peak_keep]].astype(np.int64),
             peak_x=self.peak_x[peak_keep],
