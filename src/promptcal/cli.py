@@ -26,6 +26,9 @@ COMMAND_MODULES: dict[str, str] = {
     "topics": "topics",
     "calibrate": "calibrate",
     "serve": "serve",
+    "simulate-night": "simulate_night",
+    "replay": "replay",
+    "report": "report",
 }
 
 
