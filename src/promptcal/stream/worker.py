@@ -188,7 +188,9 @@ class Worker:
             backoff=s.retry_backoff,
             delivery_timeout=s.delivery_timeout,
         )
-        self.consumer.subscribe(wanted, on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.consumer.subscribe(
+            wanted, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
@@ -238,6 +240,10 @@ class Worker:
 
     def _on_kafka_error(self, error: Any) -> None:
         logger.warning("kafka: %s", error)
+
+    def _on_assign(self, consumer, partitions) -> None:
+        """Log the partitions this worker now owns (operators and tests read this)."""
+        logger.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
