@@ -45,12 +45,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-SINGLE_THREAD_ENV = {
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
+from bench_core import SINGLE_THREAD_ENV  # scripts/ is on sys.path when run as a script
+
 INSTRUMENT = "BenchCam"
 PARTITIONS = 2
 STAGES = ("read", "run", "write")  # the worker's stage timings reported per exposure
