@@ -114,3 +114,17 @@ def test_decam_tpv_cutout_with_weight_and_mask(tmp_path):
     matches = read_table(out / "astrometry_matches.parquet")
     assert len(matches) >= 6
     assert np.max(np.asarray(matches["distance"], float)) / 0.262 < 1.0
+
+
+def test_microobservatory_hint_comes_from_the_header(tmp_path):
+    # RA/DEC and IM_SCALE cards are enough: no command-line pointing needed.
+    d = REAL / "microobs-hatp32"
+    out, summary = _calibrate(
+        tmp_path,
+        "microobs_header",
+        str(d / "gaia_dr3_g10_hatp32_r1.5deg.csv"),
+        ["--ra", "ra", "--dec", "dec", "--band", "G=phot_g_mean_mag:mag"],
+        [str(d / "HATP-32171220013343.fits"), "--saturation", "4095", "--band", "G"],
+    )
+    assert len(read_table(out / "astrometry_matches.parquet")) >= 15
+    assert abs(summary["summary"]["zeroPoint"] - 20.70) < 0.1  # PROVENANCE.md: 20.70

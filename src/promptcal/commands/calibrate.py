@@ -103,13 +103,37 @@ def build_config(config_file: str | None, overrides: list[str]):
     return config.with_overrides(pairs) if pairs else config
 
 
+#: Header cards that give a nominal pixel scale [arcsec/px] on small-telescope frames.
+PIXEL_SCALE_CARDS = ("PIXSCALE", "IM_SCALE", "SECPIX", "PIXSCAL1", "SCALE")
+
+
+def _header_hint(exposure):
+    """A pointing hint from the header (boresight RA/Dec and a pixel-scale card) for
+    frames without a WCS, so they solve without command-line options; else None."""
+    from ..astrometry import PointingHint
+
+    if exposure.wcs is not None or exposure.visit_info.boresight_ra_dec is None:
+        return None
+    for card in PIXEL_SCALE_CARDS:
+        value = exposure.metadata.get(card)
+        try:
+            scale = float(value)
+        except (TypeError, ValueError):
+            continue
+        if 0 < scale < 3600:
+            ra, dec = exposure.visit_info.boresight_ra_dec
+            log.info("no WCS: pointing hint from the header (%s, %s, %s=%s)", ra, dec, card, scale)
+            return PointingHint(float(ra) % 360.0, float(dec), scale)
+    return None
+
+
 def _pointing_hint(args, exposure):
     from ..astrometry import PointingHint
 
     if args.pointing is None and args.pixel_scale is None:
         if args.rotation is not None:
             raise InvalidInputError("--rotation needs --pointing and --pixel-scale")
-        return None
+        return _header_hint(exposure)
     if args.pixel_scale is None or not args.pixel_scale > 0:
         raise InvalidInputError("--pointing needs --pixel-scale > 0 [arcsec/px]")
     if args.pointing is not None:
