@@ -13,25 +13,94 @@ def mask_cosmic_rays(
 ):
     """Run :func:`find_sharp_pixels` on pixels without ``skip_bits`` and OR ``cr_bit`` in.
 
+    Works sparsely (a list of CR pixels instead of full-size boolean images), so it
+    costs one pass over the image.
+
     Returns
     -------
     int
         Number of pixels that carry ``cr_bit`` afterwards.
     """
     height, width = image.shape
-    skip = np.empty((height, width), np.bool_)
-    for y in range(height):
-        for x in range(width):
-            skip[y, x] = (mask[y, x] & skip_bits) != 0
-    cr = find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2)
+    cores_y = np.empty(256, np.int64)
+    cores_x = np.empty(256, np.int64)
+    n_cores = 0
     count = 0
     for y in range(height):
         for x in range(width):
-            if cr[y, x]:
-                mask[y, x] |= cr_bit
             if mask[y, x] & cr_bit:
                 count += 1
+            if y == 0 or x == 0 or y == height - 1 or x == width - 1:
+                continue
+            if mask[y, x] & skip_bits:
+                continue
+            if _is_sharp(
+                image, variance, mask, skip_bits, y, x, ratio1, ratio2, min_sigma, min_dn, fac, fac2
+            ):
+                if n_cores == cores_y.size:
+                    cores_y = _grow(cores_y)
+                    cores_x = _grow(cores_x)
+                cores_y[n_cores] = y
+                cores_x[n_cores] = x
+                n_cores += 1
+    for k in range(n_cores):
+        y = cores_y[k]
+        x = cores_x[k]
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                yy = y + dy
+                xx = x + dx
+                if (dy == 0 and dx == 0) or (
+                    not (mask[yy, xx] & skip_bits)
+                    and image[yy, xx] > fac * np.sqrt(variance[yy, xx])
+                ):
+                    if not (mask[yy, xx] & cr_bit):
+                        mask[yy, xx] |= cr_bit
+                        count += 1
     return count
+
+
+@kernel
+def _grow(values):
+    out = np.empty(values.size * 2, np.int64)
+    out[: values.size] = values
+    return out
+
+
+@kernel
+def _is_sharp(image, variance, mask, skip_bits, y, x, ratio1, ratio2, min_sigma, min_dn, fac, fac2):
+    """The CR test of :func:`find_sharp_pixels` at (y, x), skipping by mask bits."""
+    v = image[y, x]
+    var = variance[y, x]
+    if not (var > 0) or v < min_dn or v * v < min_sigma * min_sigma * var:
+        return False
+    core = v - fac * np.sqrt(var)
+    for d in range(4):
+        ay, ax, by, bx, ratio = _direction(d, y, x, ratio1, ratio2)
+        if (mask[ay, ax] & skip_bits) or (mask[by, bx] & skip_bits):
+            continue
+        if _too_sharp(image, variance, ay, ax, by, bx, ratio, core, fac, fac2):
+            return True
+    return False
+
+
+@kernel
+def _direction(d, y, x, ratio1, ratio2):
+    """Opposite neighbours of (y, x) along direction d (row, column, two diagonals)."""
+    if d == 0:
+        return y, x - 1, y, x + 1, ratio1
+    if d == 1:
+        return y - 1, x, y + 1, x, ratio1
+    if d == 2:
+        return y - 1, x - 1, y + 1, x + 1, ratio2
+    return y - 1, x + 1, y + 1, x - 1, ratio2
+
+
+@kernel
+def _too_sharp(image, variance, ay, ax, by, bx, ratio, core, fac, fac2):
+    pair = 0.5 * (image[ay, ax] + image[by, bx])
+    pair_sigma = 0.5 * np.sqrt(variance[ay, ax] + variance[by, bx])
+    return pair + fac * pair_sigma < fac2 * ratio * core
 
 
 @kernel
@@ -82,19 +151,10 @@ def find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, 
                 continue
             core = v - fac * np.sqrt(var)
             for d in range(4):
-                if d == 0:
-                    ay, ax, by, bx, ratio = y, x - 1, y, x + 1, ratio1
-                elif d == 1:
-                    ay, ax, by, bx, ratio = y - 1, x, y + 1, x, ratio1
-                elif d == 2:
-                    ay, ax, by, bx, ratio = y - 1, x - 1, y + 1, x + 1, ratio2
-                else:
-                    ay, ax, by, bx, ratio = y - 1, x + 1, y + 1, x - 1, ratio2
+                ay, ax, by, bx, ratio = _direction(d, y, x, ratio1, ratio2)
                 if skip[ay, ax] or skip[by, bx]:
                     continue
-                pair = 0.5 * (image[ay, ax] + image[by, bx])
-                pair_sigma = 0.5 * np.sqrt(variance[ay, ax] + variance[by, bx])
-                if pair + fac * pair_sigma < fac2 * ratio * core:
+                if _too_sharp(image, variance, ay, ax, by, bx, ratio, core, fac, fac2):
                     cr[y, x] = True
                     break
     grown = cr.copy()
