@@ -34,6 +34,10 @@ def mask_cosmic_rays(
                 continue
             if mask[y, x] & skip_bits:
                 continue
+            v = image[y, x]
+            # Cheap rejection first: nearly every pixel is faint sky.
+            if v < min_dn or v * v < min_sigma * min_sigma * variance[y, x]:
+                continue
             if _is_sharp(
                 image, variance, mask, skip_bits, y, x, ratio1, ratio2, min_sigma, min_dn, fac, fac2
             ):
