@@ -311,7 +311,14 @@ def registered_stamp(image, variance, noise, labels, own, xc, yc, size, order):
 
 
 def find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, fac2):
-    """Vectorised sharpness test over the four directions, then growth by one pixel."""
+    """The sharpness test with a Gaussian PSF's neighbour/centre ratios."""
+    ratio1 = np.exp(-0.5 / psf_sigma**2)
+    ratio2 = np.exp(-1.0 / psf_sigma**2)
+    return find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2)
+
+
+def find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2):
+    """Vectorised sharpness test with the PSF given by its neighbour/centre ratios."""
     img = image.astype(np.float64)
     var = variance.astype(np.float64)
     h, w = img.shape
@@ -325,11 +332,11 @@ def find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, f
         candidate = ~skip[c] & (vv > 0) & (v >= min_dn) & (v**2 >= min_sigma**2 * vv)
         core = v - fac * np.sqrt(vv)
         sharp = np.zeros_like(candidate)
-        for (ay, ax), r2 in (((0, 1), 1), ((1, 0), 1), ((1, 1), 2), ((1, -1), 2)):
+        for (ay, ax), ratio in (((0, 1), ratio1), ((1, 0), ratio1), ((1, 1), ratio2),
+                                ((1, -1), ratio2)):  # fmt: skip
             ok = ~at(skip, ay, ax) & ~at(skip, -ay, -ax)
             pair = 0.5 * (at(img, ay, ax) + at(img, -ay, -ax))
             pair_sigma = 0.5 * np.sqrt(at(var, ay, ax) + at(var, -ay, -ax))
-            ratio = np.exp(-0.5 * r2 / psf_sigma**2)
             sharp |= ok & (pair + fac * pair_sigma < fac2 * ratio * core)
         cr = np.zeros((h, w), bool)
         cr[c] = candidate & sharp

@@ -124,31 +124,7 @@ def separate_peaks(
 # ------------------------------------------------------------------ cosmic rays
 
 
-def find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2):
-    """Vectorised sharpness test with the PSF given by its neighbour/centre ratios."""
-    img = image.astype(np.float64)
-    var = variance.astype(np.float64)
-    h, w = img.shape
-    c = np.s_[1 : h - 1, 1 : w - 1]
-
-    def at(arr, dy, dx):
-        return arr[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx]
-
-    v, vv = img[c], var[c]
-    with np.errstate(invalid="ignore"):
-        candidate = ~skip[c] & (vv > 0) & (v >= min_dn) & (v**2 >= min_sigma**2 * vv)
-        core = v - fac * np.sqrt(vv)
-        sharp = np.zeros_like(candidate)
-        for (ay, ax), ratio in (((0, 1), ratio1), ((1, 0), ratio1), ((1, 1), ratio2),
-                                ((1, -1), ratio2)):  # fmt: skip
-            ok = ~at(skip, ay, ax) & ~at(skip, -ay, -ax)
-            pair = 0.5 * (at(img, ay, ax) + at(img, -ay, -ax))
-            pair_sigma = 0.5 * np.sqrt(at(var, ay, ax) + at(var, -ay, -ax))
-            sharp |= ok & (pair + fac * pair_sigma < fac2 * ratio * core)
-        cr = np.zeros((h, w), bool)
-        cr[c] = candidate & sharp
-        significant = ~skip & (img > fac * np.sqrt(var))
-    return cr | (ndimage.binary_dilation(cr, structure=EIGHT) & significant)
+find_sharp_pixels = oracles.find_sharp_pixels
 
 
 def mask_cosmic_rays(

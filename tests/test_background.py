@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
+from oracles_more import clipped_mean
 
 from promptcal.background import (
     BackgroundConfig,
@@ -18,7 +19,6 @@ from promptcal.background import (
 from promptcal.errors import AlgorithmError
 from promptcal.exposure import DEFAULT_MASK_PLANES, Exposure, Mask
 from promptcal.kernels.background import (
-    IQR_TO_SIGMA,
     binned_clipped_mean,
     order_statistics,
     quartiles,
@@ -46,19 +46,7 @@ def oracle_binned_clipped_mean(image, mask, bits, y_edges, x_edges, n_sigma, n_i
             n_valid[j, i] = v.size
             if v.size == 0:
                 continue
-            q25, q50, q75 = np.quantile(v, [0.25, 0.5, 0.75])
-            center, hwidth = q50, n_sigma * IQR_TO_SIGMA * (q75 - q25)
-            mean, var = q50, np.nan
-            for _ in range(n_iter):
-                kept = v[np.abs(v - center) <= hwidth]
-                if kept.size == 0:
-                    break
-                mean = kept.mean()
-                if kept.size > 1:
-                    var = kept.var(ddof=1)
-                    hwidth = n_sigma * np.sqrt(var)
-                center = mean
-            values[j, i], stdevs[j, i] = mean, np.sqrt(var)
+            values[j, i], stdevs[j, i] = clipped_mean(v, n_sigma, n_iter)
     return values, stdevs, n_valid
 
 
