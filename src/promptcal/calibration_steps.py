@@ -12,6 +12,7 @@ from astropy.wcs import WCS
 
 from .astrometry import PointingHint, fit_astrometry, sky_coordinates
 from .astrometry_fit import wcs_pixel_to_icrs
+from .astrometry_solve import local_scale
 from .catalog import SourceCatalog
 from .errors import AstrometryError, InvalidInputError
 from .exposure import Exposure
@@ -49,22 +50,7 @@ def icrs_deg(wcs: WCS, x, y) -> tuple[np.ndarray, np.ndarray]:
 
 def pixel_scale_arcsec(wcs: WCS, x: float, y: float) -> float:
     """Geometric-mean pixel scale of ``wcs`` at parent (x, y) [arcsec/px]."""
-    ra, dec = icrs_deg(wcs, [x, x + 1.0, x], [y, y, y + 1.0])
-    a = np.radians(np.column_stack([ra, dec]))
-
-    def sep(i, j):
-        return np.degrees(
-            np.arccos(
-                np.clip(
-                    np.sin(a[i, 1]) * np.sin(a[j, 1])
-                    + np.cos(a[i, 1]) * np.cos(a[j, 1]) * np.cos(a[i, 0] - a[j, 0]),
-                    -1,
-                    1,
-                )
-            )
-        )
-
-    return float(np.sqrt(sep(0, 1) * sep(0, 2)) * 3600.0)
+    return float(np.degrees(local_scale(wcs, x, y)) * 3600.0)
 
 
 def load_references(loader, exposure: Exposure, wcs: WCS, pixel_margin: float, epoch):
