@@ -198,10 +198,10 @@ def build_components(config: SkyConfig, src: dict[str, np.ndarray]) -> Component
     return Components(src_start, xc, yc, radius, ss_radius, amp, qa, qb, qc, kind, np.asarray(beta))
 
 
-def render(image: np.ndarray, xy0: tuple[int, int], comps: Components, supersample: int):
-    """Add all components to ``image`` in place; return each source's rendered sum [count]."""
-    total, _ = render_sources(
-        image,
+def _render_kernel(target: np.ndarray, xy0, comps: Components, supersample: int, mode: int):
+    """Call :func:`render_sources` on ``target`` (mode 0: add the model; 1: S/N² sums)."""
+    return render_sources(
+        target,
         int(xy0[0]),
         int(xy0[1]),
         comps.src_start,
@@ -216,9 +216,14 @@ def render(image: np.ndarray, xy0: tuple[int, int], comps: Components, supersamp
         comps.qc,
         comps.kind,
         comps.beta,
-        image,
-        0,
+        target,
+        mode,
     )
+
+
+def render(image: np.ndarray, xy0: tuple[int, int], comps: Components, supersample: int):
+    """Add all components to ``image`` in place; return each source's rendered sum [count]."""
+    total, _ = _render_kernel(image, xy0, comps, supersample, 0)
     return total
 
 
@@ -227,25 +232,7 @@ def optimal_snr(
 ) -> np.ndarray:
     """PSF-optimal S/N of each source: ``sqrt(Σ model² / variance)`` over its stamp [-]."""
     # The kernel only reads ``variance`` in mode 1; it doubles as the (unused) image.
-    _, snr2 = render_sources(
-        variance,
-        int(xy0[0]),
-        int(xy0[1]),
-        comps.src_start,
-        comps.xc,
-        comps.yc,
-        comps.radius,
-        comps.ss_radius,
-        int(supersample),
-        comps.amp,
-        comps.qa,
-        comps.qb,
-        comps.qc,
-        comps.kind,
-        comps.beta,
-        variance,
-        1,
-    )
+    _, snr2 = _render_kernel(variance, xy0, comps, supersample, 1)
     return np.sqrt(snr2)
 
 
