@@ -15,6 +15,9 @@ task and nothing is shared):
   after a warm-up, plus one cold ``promptcal calibrate`` subprocess (interpreter start,
   imports and loading the cached Numba code included).
 
+Every child process first applies :func:`promptcal.allocator.tune_allocator`, as the
+CLI and the worker do (the baseline too, so the comparison is like for like).
+
 Each timing is the median of ``--repeat`` runs on a fresh copy of the pixels, after a
 warm-up on a small exposure (Numba compilation is not timed). Prints one JSON object
 with the times, per-stage totals, peak RSS, and the ratios to the baseline.
@@ -186,6 +189,12 @@ def main() -> None:
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--refcat", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        # Every child, the sep baseline included, runs with the allocator setting of
+        # the CLI and the worker, so the ratio compares the algorithms, not malloc.
+        from promptcal.allocator import tune_allocator
+
+        tune_allocator()
     if args.child == "sep":
         print(json.dumps(child_sep(args.file, args.repeat)))
         return

@@ -303,6 +303,21 @@ def test_write_is_atomic_and_overwrites(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["calexp.fits"]
 
 
+def test_write_leaves_the_callers_planes_untouched(tmp_path):
+    """The planes are converted to FITS byte order in copies: read-only arrays can be
+    written, and another thread reading them meanwhile never sees swapped bytes."""
+    exposure = make_exposure(shape=(12, 9))
+    expected = exposure.image.copy()
+    for plane in (exposure.image, exposure.variance, exposure.mask.array):
+        plane.flags.writeable = False
+    write_exposure(exposure, tmp_path / "x.fits", durable=False)
+    assert exposure.image.dtype.isnative and same_bits(exposure.image, expected)
+    back = read_exposure(tmp_path / "x.fits")
+    assert same_bits(back.image, expected)
+    assert same_bits(back.variance, exposure.variance)
+    assert np.array_equal(back.mask.array, exposure.mask.array)
+
+
 def test_unwritable_metadata_is_skipped(tmp_path, caplog):
     exposure = make_exposure(shape=(6, 6))
     exposure.metadata.update({"BADNAN": float("nan"), "ALIST": [1, 2], "lower": 3})

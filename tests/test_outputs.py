@@ -23,6 +23,7 @@ from promptcal.outputs import (
     read_table,
     summary_from_hdu,
     summary_to_hdu,
+    sync_paths,
     write_catalog,
     write_products,
 )
@@ -219,6 +220,19 @@ def test_products_deterministic(run, tmp_path):
         if kind == "summary":
             continue  # holds the wall-clock timings and creation time
         assert _digest(paths[kind]) == _digest(path), kind
+
+
+def test_products_written_for_later_sync(run, tmp_path):
+    """``durable=False`` writes the same bytes; :func:`sync_paths` makes them durable."""
+    task, result = calibrate_fixture(run.refcat)
+    paths = write_products(result, tmp_path, task=task, durable=False)
+    assert set(paths) == set(run.paths)
+    for kind, path in paths.items():
+        if kind != "summary":
+            assert _digest(path) == _digest(run.paths[kind]), kind
+    sync_paths(paths.values())
+    with pytest.raises(FileNotFoundError):
+        sync_paths([tmp_path / "missing.fits"])
 
 
 def test_failed_result_records_error(tmp_path):

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from .allocator import tune_allocator
 from .errors import AlgorithmError, InvalidInputError, TransientError
 
 EXIT_OK = 0
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_allocator()
     try:
         return int(args.handler(args) or 0)
     except InvalidInputError as exc:

@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from .io.catalogs import (  # noqa: F401 (re-exported: the products API)
     json_safe,
     read_catalog,
     read_table,
+    sync_paths,
     write_catalog,
 )
 from .psf import psf_from_hdu
@@ -121,8 +123,11 @@ def summary_from_hdu(hdu) -> dict[str, Any]:
     return out
 
 
-def calexp_extra_hdus(exposure: Exposure, background: BackgroundList | None) -> list[Any]:
-    """The PSF, APCORR, BKGD<i> and SUMMARY HDUs of whatever models exist."""
+def calexp_extra_hdus(
+    exposure: Exposure, background: BackgroundList | None, background_hdus=None
+) -> list[Any]:
+    """The PSF, APCORR, BKGD<i> and SUMMARY HDUs of whatever models exist
+    (``background_hdus``: ``background.to_hdus()`` when already built)."""
     hdus: list[Any] = []
     if exposure.psf is not None:
         hdu = exposure.psf.to_hdu()
@@ -131,17 +136,23 @@ def calexp_extra_hdus(exposure: Exposure, background: BackgroundList | None) -> 
     if exposure.ap_corr_map:
         hdus.append(exposure.ap_corr_map.to_hdu())
     if background:
-        hdus.extend(background.to_hdus())
+        hdus.extend(background_hdus if background_hdus is not None else background.to_hdus())
     if exposure.summary is not None:
         hdus.append(summary_to_hdu(exposure.summary))
     return hdus
 
 
 def write_calexp(
-    exposure: Exposure, path: str | os.PathLike[str], background: BackgroundList | None = None
+    exposure: Exposure,
+    path: str | os.PathLike[str],
+    background: BackgroundList | None = None,
+    *,
+    durable: bool = True,
+    background_hdus=None,
 ) -> Path:
-    """Write the calibrated exposure with its models (atomic)."""
-    write_exposure(exposure, path, extra_hdus=calexp_extra_hdus(exposure, background))
+    """Write the calibrated exposure with its models (atomic; ``fsync`` ed if durable)."""
+    extras = calexp_extra_hdus(exposure, background, background_hdus)
+    write_exposure(exposure, path, extra_hdus=extras, durable=durable)
     return Path(path)
 
 
@@ -159,9 +170,13 @@ def read_calexp(path: str | os.PathLike[str]) -> tuple[Exposure, BackgroundList]
     return exposure, BackgroundList.from_hdus(extras.values())
 
 
-def write_background(background: BackgroundList, path: str | os.PathLike[str]) -> Path:
-    """``background.fits``: an empty primary HDU plus one ``BKGD<i>`` HDU per element."""
-    hdul = fits.HDUList([fits.PrimaryHDU(), *background.to_hdus()])
+def write_background(
+    background: BackgroundList, path: str | os.PathLike[str], background_hdus=None
+) -> Path:
+    """``background.fits``: an empty primary HDU plus one ``BKGD<i>`` HDU per element
+    (``background_hdus``: ``background.to_hdus()`` when already built)."""
+    hdus = background_hdus if background_hdus is not None else background.to_hdus()
+    hdul = fits.HDUList([fits.PrimaryHDU(), *(hdu.copy() for hdu in hdus)])
     return atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
 
 
@@ -265,6 +280,7 @@ def write_products(
     timings: Mapping[str, float] | None = None,
     make_plots: bool = False,
     inputs: Sequence[str | os.PathLike[str]] = (),
+    durable: bool = True,
 ) -> dict[str, Path]:
     """Write every product that exists in ``result`` into ``output_dir``.
 
@@ -288,6 +304,11 @@ def write_products(
         ``photometry_residuals.png``) that the available products allow.
     inputs : sequence of path
         Input files; their base names go into ``summary.json``.
+    durable : bool
+        ``fsync`` every product (and the directory) before ``summary.json`` is written,
+        and that file after. With False the caller calls :func:`sync_paths` on the
+        returned paths before it relies on durability (the worker: before committing
+        its input offsets, after publishing the result).
 
     Returns
     -------
@@ -305,23 +326,39 @@ def write_products(
     paths: dict[str, Path] = {}
     exposure = getattr(result, "output_exposure", None)
     background = getattr(result, "background", None)
-    if exposure is not None:
-        paths["calexp"] = write_calexp(exposure, out / "calexp.fits", background)
-    for key, filename in CATALOG_PRODUCTS.items():
-        table = getattr(result, key, None)
-        if table is not None:
-            paths[key] = write_catalog(table, out / filename)
-    for key, (owner, filename) in FOOTPRINT_PRODUCTS.items():
-        footprints = getattr(result, key, None)
-        catalog = getattr(result, owner, None)
-        if footprints is not None and catalog is not None:
-            paths[key] = write_catalog(footprint_spans(footprints, catalog), out / filename)
-    if background:
-        paths["background"] = write_background(background, out / "background.fits")
-    if make_plots:
-        from .outputs_plots import write_plots  # lazy: matplotlib is slow to import
+    background_hdus = background.to_hdus() if background else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The calexp (200 MB for 4k×4k) is mostly numpy conversion and file writing,
+        # which release the GIL: it overlaps the catalogs written meanwhile.
+        calexp = None
+        if exposure is not None:
+            calexp = pool.submit(
+                write_calexp,
+                exposure,
+                out / "calexp.fits",
+                background,
+                durable=False,
+                background_hdus=background_hdus,
+            )
+        for key, filename in CATALOG_PRODUCTS.items():
+            table = getattr(result, key, None)
+            if table is not None:
+                paths[key] = write_catalog(table, out / filename)
+        for key, (owner, filename) in FOOTPRINT_PRODUCTS.items():
+            footprints = getattr(result, key, None)
+            catalog = getattr(result, owner, None)
+            if footprints is not None and catalog is not None:
+                paths[key] = write_catalog(footprint_spans(footprints, catalog), out / filename)
+        if background:
+            paths["background"] = write_background(
+                background, out / "background.fits", background_hdus
+            )
+        if make_plots:
+            from .outputs_plots import write_plots  # lazy: matplotlib is slow to import
 
-        paths.update(write_plots(result, out, task=task))
+            paths.update(write_plots(result, out, task=task))
+        if calexp is not None:
+            paths["calexp"] = calexp.result()
     document = build_summary_document(
         result,
         task=task,
@@ -331,5 +368,9 @@ def write_products(
         inputs=[os.fspath(p) for p in inputs],
         products=paths,
     )
+    if durable:
+        sync_paths(paths.values())
     paths["summary"] = write_summary_json(document, out / "summary.json")
+    if durable:
+        sync_paths([paths["summary"]])
     return paths

@@ -51,6 +51,31 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     return target
 
 
+def sync_paths(paths) -> None:
+    """``fsync`` each file, then each distinct parent directory (so the renames that
+    put them in place survive a crash too).
+
+    Parameters
+    ----------
+    paths : iterable of path
+        Files written earlier (e.g. with ``durable=False``).
+    """
+    directories: dict[str, None] = {}
+    for path in paths:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directories[os.path.dirname(os.path.abspath(path))] = None
+    for directory in directories:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 # ----------------------------------------------------------------------------- JSON
 
 

@@ -16,7 +16,9 @@ one exposure (and the preload record of its ``next-visit``), it returns an
   with its traceback (a poison exposure must not stall its partition forever).
 - Products go to ``<root>/<instrument>/<visit>/<detector>/``, written atomically;
   ``OSError`` s are retried with backoff, then raised as
-  :class:`~promptcal.errors.TransientError`.
+  :class:`~promptcal.errors.TransientError`. They are not ``fsync`` ed there: the
+  worker publishes the result first and calls :meth:`ExposureProcessor.make_durable`
+  before it commits the input offsets (a crash in between redoes the exposure).
 """
 
 from __future__ import annotations
@@ -240,6 +242,7 @@ class ExposureProcessor:
                 error=error,
                 timings={"read": read_time},
                 inputs=paths,
+                durable=False,
             ),
             f"writing products to {out}",
             self.retries,
@@ -268,6 +271,19 @@ class ExposureProcessor:
             error_message=None if error is None else (str(error) or type(error).__name__),
             error_metadata=None if error is None else failure.get("metadata", {}),
         )
+
+    def make_durable(self, outcome: Outcome) -> None:
+        """``fsync`` the products of ``outcome`` (and their directory), with retries.
+
+        Raises
+        ------
+        TransientError
+            The storage kept failing.
+        """
+        from ..outputs import sync_paths
+
+        paths = [uri_to_path(uri) for uri in outcome.products.values()]
+        with_retries(lambda: sync_paths(paths), "syncing products", self.retries, self.backoff)
 
     @staticmethod
     def _hint(exposure, record: PreloadRecord | None):

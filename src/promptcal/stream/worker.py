@@ -9,7 +9,7 @@ owns the same partition numbers of both). Per message:
   bounded wait), then read them, run ``CalibrateImageTask``, write the products under
   ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames), publish the
   ``calibrated`` message and the ``metrics`` record and wait for the broker's
-  acknowledgement (:mod:`~promptcal.stream.publish`);
+  acknowledgement (:mod:`~promptcal.stream.publish`), then ``fsync`` the products;
 - only then are the input offsets stored and committed (asynchronously after each
   exposure, synchronously on shutdown or revocation). At-least-once: a crash before
   the commit redoes the exposure, overwriting the same products and key.
@@ -367,6 +367,9 @@ class Worker:
             now=time.time(),
         )
         self.publisher.publish(out)
+        # Durable before the offsets are committed, but after the result is out: the
+        # fsync of 200 MB is off the latency path.
+        self.processor.make_durable(outcome)
         self.metrics.observe_result(
             outcome.status,
             detector=outcome.detector,
