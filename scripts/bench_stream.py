@@ -425,6 +425,9 @@ def main() -> None:
     parser.add_argument("--refcat", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_run:
+        from promptcal.allocator import tune_allocator
+
+        tune_allocator()  # as `promptcal serve` does, so run() is timed like the worker's
         print(json.dumps(child_run(args.files, args.refcat)))
         return
 
