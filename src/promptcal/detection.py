@@ -13,16 +13,15 @@ from pydantic import Field
 from .config import Config
 from .exposure import Exposure
 from .footprints import Footprints
-from .kernels.components import label_components
+from .kernels.components import paint_labels, select_spans, span_bboxes, span_components
 from .kernels.convolve import gaussian_taps, smooth_image, smooth_image_and_variance
 from .kernels.detect import (
-    clear_bits,
-    find_peaks,
-    grow_mask,
-    kept_pixels,
-    label_peak_significance,
-    set_bits_where_labelled,
-    significance_above,
+    clear_and_set_bits,
+    component_peaks,
+    find_peaks_in_spans,
+    grow_spans,
+    set_bits_on_spans,
+    threshold_spans,
 )
 
 log = logging.getLogger(__name__)
@@ -104,22 +103,31 @@ def smooth_for_detection(exposure: Exposure, psf_sigma: float):
 
 def _footprints_of_polarity(
     smoothed, smoothed_var, polarity: int, config: DetectionConfig, grow_radius: int, xy0
-) -> Footprints:
-    above = significance_above(smoothed, smoothed_var, config.threshold, polarity)
-    labels, n_labels, _ = label_components(above)
-    peak_sig, _, _ = label_peak_significance(labels, n_labels, smoothed, smoothed_var, polarity)
+) -> tuple[Footprints, tuple]:
+    """Footprints of one polarity, and the span set ``(row_start, x0, x1)`` they cover.
+
+    Everything before the final label image works on spans: the components above
+    threshold, their peak significance and size, their growth, and the peak search.
+    """
+    width = smoothed.shape[1]
+    row_start, x0, x1, span_peak = threshold_spans(
+        smoothed, smoothed_var, config.threshold, polarity
+    )
+    component, n_components = span_components(row_start, x0, x1)
+    peak_sig, sizes = component_peaks(component, n_components, span_peak, x0, x1)
     keep = peak_sig > config.threshold * config.include_threshold_multiplier
     if config.min_pixels > 1:
-        sizes = np.bincount(labels.ravel(), minlength=n_labels + 1)[1:]
         keep &= sizes >= config.min_pixels
-    grown = grow_mask(labels, keep, grow_radius)
-    final_labels, _, bbox = label_components(grown)
-    core = kept_pixels(labels, keep)
-    p_label, p_x, p_y, p_sig, p_val = find_peaks(
-        final_labels, core, smoothed, smoothed_var, polarity, config.threshold
+    core = select_spans(row_start, x0, x1, keep[component - 1])
+    grown = grow_spans(*core, grow_radius, width)
+    final, n = span_components(*grown)
+    final_labels = paint_labels(*grown, final, width)
+    bbox = span_bboxes(*grown, final, n, width)
+    p_label, p_x, p_y, p_sig, p_val = find_peaks_in_spans(
+        final_labels, *core, smoothed, smoothed_var, polarity, config.threshold
     )
     order = np.lexsort((-p_val, p_label))
-    return Footprints(
+    footprints = Footprints(
         labels=final_labels,
         bbox=bbox,
         peak_footprint=(p_label[order] - 1).astype(np.int64),
@@ -129,6 +137,7 @@ def _footprints_of_polarity(
         peak_value=p_val[order],
         xy0=(int(xy0[0]), int(xy0[1])),
     )
+    return footprints, grown
 
 
 def detect_footprints(
@@ -160,13 +169,22 @@ def detect_footprints(
         mask.array[:, -half:] |= edge_bit
     positive = negative = None
     detected_bit, negative_bit = mask.bit("DETECTED"), mask.bit("DETECTED_NEGATIVE")
-    clear_bits(mask.array, np.int32(detected_bit | negative_bit))
+    planes = []  # (spans, bit) to set once the old planes are cleared
     if config.polarity in ("positive", "both"):
-        positive = _footprints_of_polarity(image_s, var_s, 1, config, grow_radius, exposure.xy0)
-        set_bits_where_labelled(mask.array, positive.labels, np.int32(detected_bit))
+        positive, spans = _footprints_of_polarity(
+            image_s, var_s, 1, config, grow_radius, exposure.xy0
+        )
+        planes.append((spans, np.int32(detected_bit)))
     if config.polarity in ("negative", "both"):
-        negative = _footprints_of_polarity(image_s, var_s, -1, config, grow_radius, exposure.xy0)
-        set_bits_where_labelled(mask.array, negative.labels, np.int32(negative_bit))
+        negative, spans = _footprints_of_polarity(
+            image_s, var_s, -1, config, grow_radius, exposure.xy0
+        )
+        planes.append((spans, np.int32(negative_bit)))
+    # Clearing both planes and setting the first in one pass reads the mask once.
+    (spans, bit), *others = planes
+    clear_and_set_bits(mask.array, np.int32(detected_bit | negative_bit), *spans, bit)
+    for spans, bit in others:
+        set_bits_on_spans(mask.array, *spans, bit)
     log.debug(
         "Detected %d positive and %d negative footprints at %.1fσ",
         0 if positive is None else positive.n,

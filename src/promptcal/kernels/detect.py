@@ -1,10 +1,98 @@
-"""Detection kernels: thresholding, footprint growth, peak finding, spans."""
+"""Detection kernels: thresholding, footprint growth, peak finding, spans.
+
+The detection chain works on span sets (see :mod:`.components`): the threshold pass
+emits the spans of the pixels above threshold, growth and peak finding only visit
+spans, and only the final footprint labels are painted into a full-size image.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import kernel
+from .components import (
+    append_runs,
+    kept_label_spans,
+    mask_spans,
+    paint_mask,
+    reserve,
+    row_flags,
+)
+
+
+@kernel
+def threshold_spans(smoothed, smoothed_var, threshold, polarity):
+    """Spans of the pixels above threshold, with each span's peak significance.
+
+    A pixel is above threshold when its smoothed value exceeds ``threshold`` ×
+    √(smoothed variance), as in :func:`significance_above`.
+
+    Parameters
+    ----------
+    smoothed, smoothed_var : numpy.ndarray
+        float32 (H, W) smoothed image and its variance.
+    threshold : float
+        Threshold [σ].
+    polarity : int
+        +1 for positive sources, -1 for negative ones.
+
+    Returns
+    -------
+    row_start, x0, x1 : numpy.ndarray
+        int64 span set (see :mod:`.components`).
+    peak : numpy.ndarray
+        float64 per span: maximum of polarity × smoothed / √var [σ].
+    """
+    height, width = smoothed.shape
+    flags, words = row_flags(width)
+    t2 = np.float32(threshold * threshold)
+    row_start = np.empty(height + 1, np.int64)
+    x0 = np.empty(1024, np.int64)
+    x1 = np.empty(1024, np.int64)
+    peak = np.empty(1024, np.float64)
+    n = 0
+    for y in range(height):
+        row_start[y] = n
+        # Branch-free so that the full-image part of the pass vectorises.
+        for x in range(width):
+            value = smoothed[y, x] * polarity
+            var = smoothed_var[y, x]
+            flags[x] = (value > 0) & (var > 0) & (value * value > t2 * var)
+        first = n
+        x0 = reserve(x0, n, (width + 1) // 2)
+        x1 = reserve(x1, n, (width + 1) // 2)
+        peak = reserve(peak, n, (width + 1) // 2)
+        n = append_runs(flags, words, width, x0, x1, n)
+        for s in range(first, n):
+            best = -np.inf
+            for x in range(x0[s], x1[s] + 1):
+                sig = polarity * smoothed[y, x] / np.sqrt(smoothed_var[y, x])
+                if sig > best:
+                    best = sig
+            peak[s] = best
+    row_start[height] = n
+    return row_start, x0[:n].copy(), x1[:n].copy(), peak[:n].copy()
+
+
+@kernel
+def component_peaks(component, n, span_peak, x0, x1):
+    """Per component: maximum of the span peaks, and pixel count.
+
+    Returns
+    -------
+    peak : numpy.ndarray
+        float64 (n,) maximum significance [σ] (-inf for a component without spans).
+    size : numpy.ndarray
+        int64 (n,) number of pixels [px].
+    """
+    peak = np.full(n, -np.inf)
+    size = np.zeros(n, np.int64)
+    for s in range(component.size):
+        k = component[s] - 1
+        if span_peak[s] > peak[k]:
+            peak[k] = span_peak[s]
+        size[k] += x1[s] - x0[s] + 1
+    return peak, size
 
 
 @kernel
@@ -25,16 +113,8 @@ def significance_above(smoothed, smoothed_var, threshold, polarity):
     numpy.ndarray
         bool (H, W).
     """
-    height, width = smoothed.shape
-    out = np.zeros((height, width), np.bool_)
-    t2 = np.float32(threshold * threshold)
-    for y in range(height):
-        for x in range(width):
-            value = smoothed[y, x] * polarity
-            var = smoothed_var[y, x]
-            if value > 0 and var > 0 and value * value > t2 * var:
-                out[y, x] = True
-    return out
+    row_start, x0, x1, _ = threshold_spans(smoothed, smoothed_var, threshold, polarity)
+    return paint_mask(row_start, x0, x1, smoothed.shape[1])
 
 
 @kernel
@@ -67,6 +147,99 @@ def label_peak_significance(labels, n_labels, smoothed, smoothed_var, polarity):
 
 
 @kernel
+def grow_spans(row_start, x0, x1, radius, width):
+    """Grow a span set isotropically by ``radius`` pixels.
+
+    A pixel is added when its centre lies within ``radius`` of a pixel of the set:
+    row ``y + dy`` receives every span widened by ⌊√(radius² − dy²)⌋ on both sides.
+    The widened spans reaching one output row come from 2 radius + 1 sorted input
+    rows; they are merged in order of their start into maximal runs.
+
+    Parameters
+    ----------
+    row_start, x0, x1 : numpy.ndarray
+        int64 span set (see :mod:`.components`) of an image ``width`` pixels wide.
+    radius : int
+        Growth radius [px].
+    width : int
+        Image width [px]; grown spans are clipped to the image.
+
+    Returns
+    -------
+    row_start, x0, x1 : numpy.ndarray
+        int64 span set of maximal runs.
+    """
+    height = row_start.size - 1
+    if radius <= 0:
+        return row_start.copy(), x0.copy(), x1.copy()
+    half = np.empty(2 * radius + 1, np.int64)
+    for dy in range(-radius, radius + 1):
+        w = 0
+        while (w + 1) * (w + 1) + dy * dy <= radius * radius:
+            w += 1
+        half[dy + radius] = w
+    ptr = np.empty(2 * radius + 1, np.int64)
+    end = np.empty(2 * radius + 1, np.int64)
+    widen = np.empty(2 * radius + 1, np.int64)
+    key = np.empty(2 * radius + 1, np.int64)
+    out_start = np.empty(height + 1, np.int64)
+    out_x0 = np.empty(x0.size + 1024, np.int64)
+    out_x1 = np.empty(x0.size + 1024, np.int64)
+    n = 0
+    for y in range(height):
+        out_start[y] = n
+        lo = max(0, y - radius)
+        hi = min(height - 1, y + radius)
+        if row_start[hi + 1] == row_start[lo]:
+            continue
+        # Each output run consumes at least one widened span.
+        out_x0 = reserve(out_x0, n, row_start[hi + 1] - row_start[lo])
+        out_x1 = reserve(out_x1, n, row_start[hi + 1] - row_start[lo])
+        k = 0
+        for yy in range(lo, hi + 1):
+            if row_start[yy + 1] > row_start[yy]:
+                ptr[k] = row_start[yy]
+                end[k] = row_start[yy + 1]
+                widen[k] = half[yy - y + radius]
+                key[k] = x0[ptr[k]] - widen[k]
+                k += 1
+        # k-way merge by start column; ``key`` holds each input row's next start and
+        # exhausted rows are swapped out. Every widened span overlaps the image, so
+        # gaps between merged runs do too and clipping runs afterwards keeps them maximal.
+        run_open = False
+        a = 0
+        b = 0
+        while k > 0:
+            best = 0
+            for i in range(1, k):
+                if key[i] < key[best]:
+                    best = i
+            start = key[best]
+            stop = x1[ptr[best]] + widen[best]
+            ptr[best] += 1
+            if ptr[best] < end[best]:
+                key[best] = x0[ptr[best]] - widen[best]
+            else:
+                k -= 1
+                ptr[best], end[best], widen[best], key[best] = ptr[k], end[k], widen[k], key[k]
+            if run_open and start <= b + 1:
+                b = max(b, stop)
+                continue
+            if run_open:
+                out_x0[n] = max(a, 0)
+                out_x1[n] = min(b, width - 1)
+                n += 1
+            run_open = True
+            a = start
+            b = stop
+        out_x0[n] = max(a, 0)
+        out_x1[n] = min(b, width - 1)
+        n += 1
+    out_start[height] = n
+    return out_start, out_x0[:n].copy(), out_x1[:n].copy()
+
+
+@kernel
 def grow_mask(labels, keep, radius):
     """Grow the pixels of kept labels isotropically by ``radius`` pixels.
 
@@ -85,35 +258,90 @@ def grow_mask(labels, keep, radius):
     numpy.ndarray
         bool (H, W) grown mask of kept components.
     """
+    width = labels.shape[1]
+    row_start, x0, x1 = kept_label_spans(labels, keep)
+    grown_start, grown_x0, grown_x1 = grow_spans(row_start, x0, x1, radius, width)
+    return paint_mask(grown_start, grown_x0, grown_x1, width)
+
+
+@kernel
+def _is_local_max(smoothed, y, x, polarity, value):
+    """Whether no 8-neighbour beats ``value``; ties go to the earlier pixel in raster order."""
+    for dx in (-1, 0, 1):
+        if polarity * smoothed[y - 1, x + dx] >= value:
+            return False
+    if polarity * smoothed[y, x - 1] >= value:
+        return False
+    if polarity * smoothed[y, x + 1] > value:
+        return False
+    for dx in (-1, 0, 1):
+        if polarity * smoothed[y + 1, x + dx] > value:
+            return False
+    return True
+
+
+@kernel
+def _peak_at(smoothed, smoothed_var, y, x, polarity, min_significance):
+    """Whether interior pixel (x, y) is a peak, its significance [σ] and value."""
+    value = polarity * smoothed[y, x]
+    if not _is_local_max(smoothed, y, x, polarity, value):
+        return False, 0.0, value
+    var = smoothed_var[y, x]
+    if var <= 0:
+        return False, 0.0, value
+    sig = value / np.sqrt(var)
+    return not sig < min_significance, sig, value
+
+
+@kernel
+def find_peaks_in_spans(
+    labels, row_start, x0, x1, smoothed, smoothed_var, polarity, min_significance
+):
+    """Local maxima (8-neighbour) of polarity × smoothed among the pixels of a span set.
+
+    Pixels on the outermost rows and columns, outside ``labels`` or without positive
+    variance are never peaks; peaks come out in raster order.
+
+    Returns
+    -------
+    label, x, y : numpy.ndarray
+        int64 arrays: footprint label and array coordinates of each peak.
+    significance, value : numpy.ndarray
+        float64 arrays: peak significance [σ] and smoothed value (polarity applied).
+    """
     height, width = labels.shape
-    out = np.zeros((height, width), np.bool_)
-    r2 = radius * radius
-    for y in range(height):
-        for x in range(width):
-            lab = labels[y, x]
-            if lab == 0 or not keep[lab - 1]:
-                continue
-            out[y, x] = True
-            # Only boundary pixels can add new pixels when growing.
-            interior = (
-                0 < y < height - 1
-                and 0 < x < width - 1
-                and labels[y - 1, x] == lab
-                and labels[y + 1, x] == lab
-                and labels[y, x - 1] == lab
-                and labels[y, x + 1] == lab
-            )
-            if interior or radius <= 0:
-                continue
-            for dy in range(-radius, radius + 1):
-                yy = y + dy
-                if yy < 0 or yy >= height:
+    # Sized for every candidate pixel, so the scan never reallocates.
+    n_max = 0
+    for y in range(1, height - 1):
+        for s in range(row_start[y], row_start[y + 1]):
+            n_max += max(min(x1[s], width - 2) - max(x0[s], 1) + 1, 0)
+    out_label = np.empty(n_max, np.int64)
+    out_x = np.empty(n_max, np.int64)
+    out_y = np.empty(n_max, np.int64)
+    out_sig = np.empty(n_max, np.float64)
+    out_val = np.empty(n_max, np.float64)
+    n = 0
+    for y in range(1, height - 1):
+        for s in range(row_start[y], row_start[y + 1]):
+            for x in range(max(x0[s], 1), min(x1[s], width - 2) + 1):
+                if labels[y, x] == 0:
                     continue
-                for dx in range(-radius, radius + 1):
-                    xx = x + dx
-                    if 0 <= xx < width and dx * dx + dy * dy <= r2:
-                        out[yy, xx] = True
-    return out
+                ok, sig, value = _peak_at(smoothed, smoothed_var, y, x, polarity, min_significance)
+                if not ok:
+                    continue
+                out_label[n] = labels[y, x]
+                out_x[n] = x
+                out_y[n] = y
+                out_sig[n] = sig
+                out_val[n] = value
+                n += 1
+    return (
+        out_label[:n].copy(),
+        out_x[:n].copy(),
+        out_y[:n].copy(),
+        out_sig[:n].copy(),
+        out_val[:n].copy(),
+    )
 
 
 @kernel
@@ -127,64 +355,10 @@ def find_peaks(labels, core, smoothed, smoothed_var, polarity, min_significance)
     significance, value : numpy.ndarray
         float64 arrays: peak significance [σ] and smoothed value (polarity applied).
     """
-    height, width = labels.shape
-    n_max = 1024
-    out_label = np.empty(n_max, np.int64)
-    out_x = np.empty(n_max, np.int64)
-    out_y = np.empty(n_max, np.int64)
-    out_sig = np.empty(n_max, np.float64)
-    out_val = np.empty(n_max, np.float64)
-    n = 0
-    for y in range(1, height - 1):
-        for x in range(1, width - 1):
-            if not core[y, x] or labels[y, x] == 0:
-                continue
-            value = polarity * smoothed[y, x]
-            is_max = True
-            for dy in range(-1, 2):
-                for dx in range(-1, 2):
-                    if dx == 0 and dy == 0:
-                        continue
-                    other = polarity * smoothed[y + dy, x + dx]
-                    # Ties go to the earlier pixel in raster order.
-                    if other > value or (other == value and (dy < 0 or (dy == 0 and dx < 0))):
-                        is_max = False
-            if not is_max:
-                continue
-            var = smoothed_var[y, x]
-            if var <= 0:
-                continue
-            sig = value / np.sqrt(var)
-            if sig < min_significance:
-                continue
-            if n == n_max:
-                n_max *= 2
-                out_label = _grow_int(out_label, n_max)
-                out_x = _grow_int(out_x, n_max)
-                out_y = _grow_int(out_y, n_max)
-                out_sig = _grow_float(out_sig, n_max)
-                out_val = _grow_float(out_val, n_max)
-            out_label[n] = labels[y, x]
-            out_x[n] = x
-            out_y[n] = y
-            out_sig[n] = sig
-            out_val[n] = value
-            n += 1
-    return out_label[:n], out_x[:n], out_y[:n], out_sig[:n], out_val[:n]
-
-
-@kernel
-def _grow_int(values, size):
-    out = np.empty(size, np.int64)
-    out[: values.size] = values
-    return out
-
-
-@kernel
-def _grow_float(values, size):
-    out = np.empty(size, np.float64)
-    out[: values.size] = values
-    return out
+    row_start, x0, x1 = mask_spans(core)
+    return find_peaks_in_spans(
+        labels, row_start, x0, x1, smoothed, smoothed_var, polarity, min_significance
+    )
 
 
 @kernel
@@ -231,14 +405,38 @@ def label_spans(labels):
 @kernel
 def kept_pixels(labels, keep):
     """Pixels of components whose ``keep`` flag is set (labels are 1-based)."""
-    height, width = labels.shape
-    out = np.zeros((height, width), np.bool_)
+    row_start, x0, x1 = kept_label_spans(labels, keep)
+    return paint_mask(row_start, x0, x1, labels.shape[1])
+
+
+@kernel
+def set_bits_on_spans(mask, row_start, x0, x1, bit):
+    """``mask |= bit`` on the pixels of a span set (in place)."""
+    for y in range(row_start.size - 1):
+        for s in range(row_start[y], row_start[y + 1]):
+            for x in range(x0[s], x1[s] + 1):
+                mask[y, x] |= bit
+
+
+@kernel
+def clear_and_set_bits(mask, clear, row_start, x0, x1, bit):
+    """``mask &= ~clear`` everywhere, then ``mask |= bit`` on a span set (in place).
+
+    One pass over the mask, each row updated while it is in cache.
+    """
+    height, width = mask.shape
+    inverse = ~clear
     for y in range(height):
+        # Rows without the bits (all rows, in a first pass) are only read.
+        found = np.int32(0)
         for x in range(width):
-            lab = labels[y, x]
-            if lab > 0 and keep[lab - 1]:
-                out[y, x] = True
-    return out
+            found |= mask[y, x] & clear
+        if found != 0:
+            for x in range(width):
+                mask[y, x] &= inverse
+        for s in range(row_start[y], row_start[y + 1]):
+            for x in range(x0[s], x1[s] + 1):
+                mask[y, x] |= bit
 
 
 @kernel
@@ -257,5 +455,10 @@ def clear_bits(mask, bits):
     height, width = mask.shape
     inverse = ~bits
     for y in range(height):
+        # Rows without the bits are only read: a sparse plane costs one read pass.
+        found = np.int32(0)
         for x in range(width):
-            mask[y, x] &= inverse
+            found |= mask[y, x] & bits
+        if found != 0:
+            for x in range(width):
+                mask[y, x] &= inverse
