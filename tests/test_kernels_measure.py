@@ -8,7 +8,9 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
+from promptcal.kernels import fluxes as fk
 from promptcal.kernels import measure as mk
+from promptcal.kernels import noise as nk
 from promptcal.kernels.psf import shift_stamp
 
 SKY_SIGMA = 1.0
@@ -55,20 +57,20 @@ def test_pixel_reads_other_footprints_as_noise():
     labels = np.array([[0, 1, 1, 2], [0, 1, 2, 2], [3, 0, 0, 2]], np.int32)
     for y in range(3):
         for x in range(4):
-            seen = mk.pixel(image, noise, labels, 2, y, x)
+            seen = nk.pixel(image, noise, labels, 2, y, x)
             assert seen == (image[y, x] if labels[y, x] in (0, 2) else noise[y, x])
 
 
 def test_replacement_noise_is_seeded_gaussian_on_footprints_only():
     labels = _disk_labels((80, 80), [(20, 20), (60, 55)], 15)
-    a = mk.replacement_noise(labels, 3.0, 42)
+    a = nk.replacement_noise(labels, 3.0, 42)
     assert a.dtype == np.float32
     assert not a[labels == 0].any()
     values = a[labels > 0]
     assert abs(values.mean()) < 4 * 3.0 / np.sqrt(values.size)
     assert abs(values.std() / 3.0 - 1) < 0.05
-    assert_array_equal(a, mk.replacement_noise(labels, 3.0, 42))
-    assert not np.array_equal(a, mk.replacement_noise(labels, 3.0, 43))
+    assert_array_equal(a, nk.replacement_noise(labels, 3.0, 42))
+    assert not np.array_equal(a, nk.replacement_noise(labels, 3.0, 43))
 
 
 # ------------------------------------------------------------------ centroids
@@ -287,7 +289,7 @@ def test_naive_apertures_equal_numpy_mask_sums_exactly():
     ys = np.array([18.6, 20.0, 20.2, 40.1, 0.5])
     radii = np.array([1.0, 2.5, 3.0, 6.0, 12.0])
     own = np.zeros(xs.size, np.int32)
-    flux, err, trunc = mk.naive_aperture_fluxes(image, var, image, labels, own, xs, ys, radii)
+    flux, err, trunc = fk.naive_aperture_fluxes(image, var, image, labels, own, xs, ys, radii)
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
     for i in range(xs.size):
         for k, r in enumerate(radii):
@@ -306,7 +308,7 @@ def test_naive_apertures_equal_numpy_mask_sums_exactly():
 def test_naive_apertures_with_noise_replacement_match_oracle():
     image, var, noise, labels, own, xs, ys, _ = _star_field(5)
     radii = np.array([3.0, 4.5, 12.0, 17.0])
-    flux, err, _ = mk.naive_aperture_fluxes(image, var, noise, labels, own, xs, ys, radii)
+    flux, err, _ = fk.naive_aperture_fluxes(image, var, noise, labels, own, xs, ys, radii)
     for i in range(own.size):
         for k, r in enumerate(radii):
             expected = oracles.aperture_sums(image, var, noise, labels, own[i], xs[i], ys[i], r)
@@ -322,7 +324,7 @@ def test_gaussian_and_psf_flux_of_noiseless_star():
         labels = np.zeros(shape, np.int32)
         own, xc, yc = np.zeros(1, np.int32), np.array([x0]), np.array([y0])
         wxx, wyy, wxy, _ = mk.adaptive_moments(image, image, labels, own, xc, yc, 2.0, 100, 1e-9)
-        g, g_err = mk.gaussian_fluxes(image, var, image, labels, own, xc, yc, wxx, wyy, wxy)
+        g, g_err = fk.gaussian_fluxes(image, var, image, labels, own, xc, yc, wxx, wyy, wxy)
         assert abs(g[0] / 5e4 - 1) < 0.005 and g_err[0] > 0
         # PSF model: a centred Gaussian stamp shifted by the sub-pixel offset (Lanczos3).
         size = 25
@@ -330,7 +332,7 @@ def test_gaussian_and_psf_flux_of_noiseless_star():
         centred = oracles.gaussian((size, size), size // 2, size // 2, 1.0, sigma**2)
         stamp = shift_stamp(centred, x0 - ix, y0 - iy, 3)
         stamp /= stamp.sum()
-        p, p_err, trunc = mk.psf_fluxes(
+        p, p_err, trunc = fk.psf_fluxes(
             image, var, image, labels, own, stamp[None],
             np.array([ix - size // 2]), np.array([iy - size // 2]),
         )  # fmt: skip
@@ -346,7 +348,7 @@ def test_gaussian_and_psf_fluxes_match_oracle(seed):
     wxx, wyy = rng.uniform(2, 5, n), rng.uniform(2, 5, n)
     wxy = rng.uniform(-1, 1, n)
     wxx[0], wyy[0], wxy[0] = 1.0, 1.0, 2.0  # invalid shape -> NaN
-    g, g_err = mk.gaussian_fluxes(image, var, noise, labels, own, xs, ys, wxx, wyy, wxy)
+    g, g_err = fk.gaussian_fluxes(image, var, noise, labels, own, xs, ys, wxx, wyy, wxy)
     assert np.isnan(g[0]) and np.isnan(g_err[0])
     for i in range(1, n):
         expected = oracles.gaussian_flux(
@@ -359,7 +361,7 @@ def test_gaussian_and_psf_fluxes_match_oracle(seed):
     x0 = np.floor(xs).astype(np.int64) - 7
     y0 = np.floor(ys).astype(np.int64) - 7
     x0[1], y0[1] = -4, image.shape[0] - 10  # part of the stamp off the image
-    p, p_err, trunc = mk.psf_fluxes(image, var, noise, labels, own, stamps, x0, y0)
+    p, p_err, trunc = fk.psf_fluxes(image, var, noise, labels, own, stamps, x0, y0)
     for i in range(n):
         ef, ee, et = oracles.psf_flux(image, var, noise, labels, own[i], stamps[i], x0[i], y0[i])
         assert_allclose([p[i], p_err[i]], [ef, ee], rtol=1e-8)
@@ -376,7 +378,7 @@ def test_mask_or_matches_oracle():
     own = np.array([1, 2, 3, 4], np.int32)  # label 4 has no pixels
     xs, ys = np.array([10.4, 29.6, 46.2, 0.0]), np.array([9.5, 20.2, 0.3, 32.0])
     bbox = np.array([[5, 5, 15, 15], [25, 15, 35, 25], [41, 0, 46, 5], [0, 0, 0, 0]], np.int64)
-    fp, cb = mk.mask_or(mask, labels, own, bbox, xs, ys)
+    fp, cb = fk.mask_or(mask, labels, own, bbox, xs, ys)
     for i in range(own.size):
         assert (fp[i], cb[i]) == oracles.mask_or(mask, labels, own[i], xs[i], ys[i])
     assert fp[2] & (1 << 30) and not (fp[:2] & (1 << 30)).any()
@@ -391,10 +393,10 @@ def _measure_all(image, var, noise, labels, own, x0, y0):
         image, var, noise, labels, own, np.floor(x0 + 0.5), np.floor(y0 + 0.5), 1.7, 50
     )
     wxx, wyy, wxy, _ = mk.adaptive_moments(image, noise, labels, own, xc, yc, 1.7, 100, 1e-9)
-    ap, _, _ = mk.naive_aperture_fluxes(
+    ap, _, _ = fk.naive_aperture_fluxes(
         image, var, noise, labels, own, xc, yc, np.array([3.0, 6.0, 12.0])
     )
-    g, _ = mk.gaussian_fluxes(image, var, noise, labels, own, xc, yc, wxx, wyy, wxy)
+    g, _ = fk.gaussian_fluxes(image, var, noise, labels, own, xc, yc, wxx, wyy, wxy)
     return np.array([xc[0], yc[0], wxx[0], wyy[0], wxy[0], *ap[0], g[0]]), cflags
 
 
@@ -424,7 +426,7 @@ def test_neighbour_footprint_does_not_change_measurement():
     # With real replacement noise and an untruncated neighbour the changes are at
     # the level of the statistical errors.
     full = _f32(alone + oracles.gaussian(shape, 34.5, 22.0, 5e5, 2.0**2))
-    noise = mk.replacement_noise(labels2, SKY_SIGMA, 7)
+    noise = nk.replacement_noise(labels2, SKY_SIGMA, 7)
     got, _ = _measure_all(full, var, noise, labels2, own, x0, y0)
     assert abs(got[0] - ref[0]) < 0.02 and abs(got[1] - ref[1]) < 0.02
     assert_allclose(got[2:5], ref[2:5], atol=0.05)

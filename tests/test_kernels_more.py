@@ -24,7 +24,7 @@ from promptcal.kernels.cosmic_rays import (
 from promptcal.kernels.deblend import assign_children, line_minimum, separate_peaks
 from promptcal.kernels.detect import clear_bits, kept_pixels, set_bits_where_labelled
 from promptcal.kernels.maskops import any_bits_set, bits_set
-from promptcal.kernels.measure import footprint_noise, replacement_noise
+from promptcal.kernels.noise import footprint_noise, replacement_noise
 from promptcal.kernels.psf import pixel_psf_stamps
 
 # LSST-like cosmic-ray settings (RepairConfig defaults).

@@ -12,7 +12,9 @@ from .catalog import SourceCatalog
 from .config import Config
 from .exposure import Exposure
 from .footprints import Footprints
+from .kernels import fluxes as fk
 from .kernels import measure as mk
+from .kernels import noise as nk
 
 PIXEL_FLAG_PLANES = {
     "edge": "EDGE",
@@ -76,27 +78,48 @@ def background_noise_sigma(exposure: Exposure) -> float:
     bad = exposure.mask.bit("DETECTED", "DETECTED_NEGATIVE", "NO_DATA", "BAD", "SAT", "EDGE")
     # A sparse prime stride keeps ~0.5M samples on a 4k×4k image and avoids aliasing.
     stride = max(1, exposure.image.size // 500_000) | 1
-    image = exposure.image.ravel()[::stride]
-    good = (exposure.mask.array.ravel()[::stride] & bad) == 0
-    values = image[good]
+    values, has_nan = nk.unmasked_samples(exposure.image, exposure.mask.array, stride, bad)
     if values.size < 10:
         return float(np.sqrt(np.median(exposure.variance[np.isfinite(exposure.variance)])))
-    mad = np.median(np.abs(values - np.median(values)))
+    med = _median(values, has_nan)
+    mad = _median(np.abs(values - med), has_nan)
     return float(1.4826 * mad)
 
 
-def replacement_noise(exposure: Exposure, footprints: Footprints, seed: int) -> np.ndarray:
-    """Noise [image unit] that stands in for footprint pixels, cached per footprint set.
+def _median(values: np.ndarray, has_nan: bool):
+    """``np.median(values)`` of a float32 array, exactly, without partitioning it all."""
+    if has_nan:
+        return np.median(values)
+    a, b = nk.middle_values(values)
+    # np.median averages the two middle values with np.mean, in the array's dtype.
+    return np.mean(np.array([a, b], values.dtype)) if values.size % 2 == 0 else values.dtype.type(a)
 
-    The PSF phase measures and fits the same footprints several times; one noise
-    realisation per footprint set keeps those passes consistent and cheap.
+
+def boxed_noise(
+    exposure: Exposure, footprints: Footprints, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noise [image unit] that stands in for footprint pixels, per footprint box.
+
+    Cached per footprint set and seed: the PSF phase measures and fits the same
+    footprints several times, and one noise realisation keeps those passes
+    consistent and cheap. Returns the values and their table
+    (:func:`promptcal.kernels.noise.footprint_noise_boxes`).
     """
     cache = footprints.__dict__.setdefault("_noise_cache", {})
     if seed not in cache:
         sigma = background_noise_sigma(exposure)
-        cache[seed] = mk.footprint_noise(
+        cache[seed] = nk.footprint_noise_boxes(
             footprints.labels, footprints.bbox, sigma, seed & 0x7FFFFFFF
         )
+    return cache[seed]
+
+
+def replacement_noise(exposure: Exposure, footprints: Footprints, seed: int) -> np.ndarray:
+    """:func:`boxed_noise` as an (H, W) float32 plane (0 off the footprints), cached."""
+    cache = footprints.__dict__.setdefault("_noise_plane_cache", {})
+    if seed not in cache:
+        values, table = boxed_noise(exposure, footprints, seed)
+        cache[seed] = nk.noise_plane(values, table, footprints.labels)
     return cache[seed]
 
 
@@ -138,37 +161,28 @@ def measure_sources(
     labels = footprints.labels
     own = (seeds.footprint + 1).astype(np.int32)
     if config.do_replace_neighbours_with_noise and footprints.n > 1:
-        noise = replacement_noise(exposure, footprints, seed)
+        noise, table = boxed_noise(exposure, footprints, seed)
     else:
-        noise = image
+        noise, table = nk.flat(image), nk.plane_table(image)
     x0, y0 = exposure.xy0
     cx, cy = exposure.center
     sigma = psf.determinant_radius(cx, cy)
-    xc, yc, xe, ye, cflags = mk.weighted_centroids(
-        image, variance, noise, labels, own, seeds.x, seeds.y, sigma, config.centroid_max_iterations
-    )
-    ixx, iyy, ixy, sflags = mk.adaptive_moments(
-        image,
-        noise,
-        labels,
-        own,
-        xc,
-        yc,
-        sigma,
-        config.shape_max_iterations,
-        config.shape_tolerance,
-    )
     r_in = config.tophat_radius
     r_out = r_in * config.tophat_outer_factor
     radii = np.array([config.aperture_radius, r_in, r_out], np.float64)
-    ap_flux, ap_err, ap_trunc = mk.naive_aperture_fluxes(
-        image, variance, noise, labels, own, xc, yc, radii
-    )
-    g_flux, g_err = mk.gaussian_fluxes(image, variance, noise, labels, own, xc, yc, ixx, iyy, ixy)
+    centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, gaussian = mk.measure_core(
+        image, variance, noise, table, labels, own, seeds.x, seeds.y, sigma, radii,
+        config.centroid_max_iterations, config.shape_max_iterations, config.shape_tolerance,
+    )  # fmt: skip
+    xc, yc, xe, ye = centroid
+    ixx, iyy, ixy = shape
+    g_flux, g_err = gaussian
     stamps, sx0, sy0 = psf.stamps(xc + x0, yc + y0, exposure.xy0)
-    p_flux, p_err, p_trunc = mk.psf_fluxes(image, variance, noise, labels, own, stamps, sx0, sy0)
+    p_flux, p_err, p_trunc = fk.boxed_psf_fluxes(
+        image, variance, noise, table, labels, own, stamps, sx0, sy0
+    )
     bbox = footprints.bbox[seeds.footprint]
-    fp_bits, c_bits = mk.mask_or(mask.array, labels, own, bbox, xc, yc)
+    fp_bits, c_bits = fk.mask_or(mask.array, labels, own, bbox, xc, yc)
 
     cat = SourceCatalog()
     cat["id"] = np.asarray(ids, np.int64)
