@@ -8,6 +8,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from promptcal.kernels.cosmic_rays import find_cosmic_rays, interpolate_pixels
+from promptcal.kernels.noise import flat, plane_table
 from promptcal.kernels.psf import lanczos_weights, registered_stamps, shift_stamp
 
 # LSST-like cosmic-ray settings (RepairConfig defaults).
@@ -82,7 +83,7 @@ def test_registered_stamps_match_oracle_with_noise_replacement():
     own = np.array([1, 2, 1, 2, 0], np.int32)
     size, order = 15, 3
     stamps, variances, off = registered_stamps(
-        image, variance, noise, labels, own, xc, yc, size, order
+        image, variance, flat(noise), plane_table(noise), labels, own, xc, yc, size, order
     )
     assert off.tolist() == [False, False, True, True, True]
     assert not stamps[off].any() and not variances[off].any()
@@ -102,8 +103,9 @@ def test_registered_stamps_flags_only_cutouts_that_need_off_image_pixels():
     xc = np.array([7.0, 6.99, 20.0, 20.0])
     yc = np.array([20.0, 20.0, 7.5, 6.5])
     stamps, _, off = registered_stamps(
-        image, image, image, labels, np.zeros(4, np.int32), xc, yc, size, order
-    )
+        image, image, flat(image), plane_table(image), labels, np.zeros(4, np.int32),
+        xc, yc, size, order,
+    )  # fmt: skip
     assert off.tolist() == [False, True, False, True]
     assert_allclose(stamps[~off], 1.0, rtol=1e-12)  # normalised weights keep a flat image flat
 
@@ -116,7 +118,8 @@ def test_registered_stamps_recentre_a_subpixel_star(seed):
     image = _f32(oracles.gaussian(shape, x0, y0, 1e4, sigma**2))
     var = np.ones(shape, np.float32)
     stamps, _, off = registered_stamps(
-        image, var, image, np.zeros(shape, np.int32), np.zeros(1, np.int32),
+        image, var, flat(image), plane_table(image), np.zeros(shape, np.int32),
+        np.zeros(1, np.int32),
         np.array([x0]), np.array([y0]), size, 3,
     )  # fmt: skip
     truth = oracles.gaussian((size, size), size // 2, size // 2, 1e4, sigma**2)

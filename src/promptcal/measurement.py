@@ -114,15 +114,6 @@ def boxed_noise(
     return cache[seed]
 
 
-def replacement_noise(exposure: Exposure, footprints: Footprints, seed: int) -> np.ndarray:
-    """:func:`boxed_noise` as an (H, W) float32 plane (0 off the footprints), cached."""
-    cache = footprints.__dict__.setdefault("_noise_plane_cache", {})
-    if seed not in cache:
-        values, table = boxed_noise(exposure, footprints, seed)
-        cache[seed] = nk.noise_plane(values, table, footprints.labels)
-    return cache[seed]
-
-
 def measure_sources(
     exposure: Exposure,
     footprints: Footprints,

@@ -13,7 +13,7 @@ from .errors import NonfinitePsfShapeError, NoPsfStarsError
 from .exposure import Exposure
 from .footprints import Footprints
 from .kernels.psf import registered_stamps
-from .measurement import SourceSeeds, replacement_noise
+from .measurement import SourceSeeds, boxed_noise
 from .psf import PixelPsf, polynomial_terms, stamp_size_for
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,11 @@ def fit_psf(
     xc = np.asarray(cat["slot_Centroid_x"], float)[idx] - x0
     yc = np.asarray(cat["slot_Centroid_y"], float)[idx] - y0
     own = (seeds.footprint[idx] + 1).astype(np.int32)
-    noise = replacement_noise(exposure, footprints, seed)
+    noise_values, noise_table = boxed_noise(exposure, footprints, seed)
     stamps, variances, off = registered_stamps(
-        exposure.image, exposure.variance, noise, footprints.labels, own, xc, yc, size, 3
-    )
+        exposure.image, exposure.variance, noise_values, noise_table, footprints.labels,
+        own, xc, yc, size, 3,
+    )  # fmt: skip
     flux = np.asarray(cat["slot_ApFlux_instFlux"], float)[idx]
     usable = ~off & np.isfinite(flux) & (flux > 0) & np.all(np.isfinite(variances), axis=(1, 2))
     if usable.sum() < config.min_stars:

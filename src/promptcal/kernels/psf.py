@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from .noise import noise_at
 
 
 @kernel
@@ -81,10 +82,12 @@ def shift_stamp(stamp, dx, dy, order):
 
 
 @kernel
-def registered_stamps(image, variance, noise, labels, own, xc, yc, size, order):
+def registered_stamps(image, variance, noise_values, noise_table, labels, own, xc, yc, size, order):
     """Cut-outs centred exactly on each (xc, yc), resampled with Lanczos.
 
-    Pixels of other footprints read as noise. Returns stamps and the variance of the
+    Pixels of other footprints read as their replacement noise, given compactly as
+    ``noise_values``/``noise_table`` (:func:`promptcal.kernels.noise.footprint_noise_boxes`;
+    a full plane via ``flat``/``plane_table``). Returns stamps and the variance of the
     nearest input pixel, plus a flag for cut-outs that leave the image.
 
     Returns
@@ -118,11 +121,11 @@ def registered_stamps(image, variance, noise, labels, own, xc, yc, size, order):
                     row = 0.0
                     for tx in range(2 * order):
                         xx = bx + k + tx
-                        row += wx[tx] * (
-                            image[yy, xx]
-                            if labels[yy, xx] == 0 or labels[yy, xx] == own[i]
-                            else noise[yy, xx]
-                        )
+                        lab = labels[yy, xx]
+                        if lab == 0 or lab == own[i]:
+                            row += wx[tx] * image[yy, xx]
+                        else:  # rare: a neighbour's pixel
+                            row += wx[tx] * noise_at(noise_values, noise_table, lab, yy, xx)
                     acc += wy[ty] * row
                 stamps[i, j, k] = acc
                 vy = int(np.floor(yc[i] + 0.5)) - half + j
