@@ -34,6 +34,33 @@ def smooth_image_and_variance(image, variance, ignore, taps):
     return correlate_valid(clean, taps), correlate_valid(clean_var, taps**2)
 
 
+def correlate_valid_float32_in_order(data, taps):
+    """:func:`correlate_valid` as the smoothing kernels round it, for bit-for-bit checks.
+
+    Every output is ``0 + Σ_k taps[k]·v_k`` with float32 products and sums, k
+    ascending, first along rows and then along columns. NumPy's element-wise float32
+    operations round exactly like the kernels' scalar ones (no fused multiply-add).
+    """
+    data = np.asarray(data, np.float32)
+    taps = np.asarray(taps, np.float32)
+    size = taps.size
+    half = size // 2
+    height, width = data.shape
+    rows = np.zeros((height, width), np.float32)
+    if width >= size:
+        acc = np.zeros((height, width - size + 1), np.float32)
+        for k in range(size):
+            acc = acc + taps[k] * data[:, k : k + width - size + 1]
+        rows[:, half : width - half] = acc
+    out = np.zeros((height, width), np.float32)
+    if height >= size:
+        acc = np.zeros((height - size + 1, width), np.float32)
+        for k in range(size):
+            acc = acc + taps[k] * rows[k : k + height - size + 1]
+        out[half : height - half] = acc
+    return out
+
+
 def gaussian_taps(sigma):
     """Normalised Gaussian of half-width ⌊⌊7σ+½⌋/2⌋ (LSST's kernel-size rule)."""
     half = math.floor(math.floor(7.0 * sigma + 0.5) / 2)

@@ -18,8 +18,10 @@ from promptcal.background import (
 )
 from promptcal.errors import AlgorithmError
 from promptcal.exposure import DEFAULT_MASK_PLANES, Exposure, Mask
+from promptcal.kernels import background as kernels
 from promptcal.kernels.background import (
     binned_clipped_mean,
+    binned_clipped_mean_strided,
     order_statistics,
     quartiles,
 )
@@ -98,6 +100,44 @@ def test_order_statistics_and_quartiles_match_numpy(data):
     np.testing.assert_array_equal(got, np.sort(data)[ranks])
     q = quartiles(data.copy(), data.size)
     np.testing.assert_allclose(q, np.quantile(data, [0.25, 0.5, 0.75]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(71, 53), (128, 256), (4, 9)])
+def test_strided_bins_equal_the_bins_of_the_subsampled_copy(stride, shape):
+    rng = np.random.default_rng(stride * 1000 + shape[0])
+    image = rng.normal(100.0, 5.0, shape).astype(np.float32)
+    image[rng.random(shape) < 0.02] += 3000.0
+    image[rng.random(shape) < 0.01] = np.nan
+    image[rng.random(shape) < 0.01] = np.inf
+    mask = np.where(rng.random(shape) < 0.3, DETECTED, 0).astype(np.int32)
+    # Edges in subsampled pixels, as estimate_background derives them (ceil division).
+    y_edges = -(-bin_edges(shape[0], 32) // stride)
+    x_edges = -(-bin_edges(shape[1], 32) // stride)
+    got = binned_clipped_mean_strided(image, mask, DETECTED, y_edges, x_edges, stride, 3.0, 3)
+    sub_image = np.ascontiguousarray(image[::stride, ::stride])
+    sub_mask = np.ascontiguousarray(mask[::stride, ::stride])
+    want = binned_clipped_mean(sub_image, sub_mask, DETECTED, y_edges, x_edges, 3.0, 3)
+    oracle = oracle_binned_clipped_mean(sub_image, sub_mask, DETECTED, y_edges, x_edges, 3.0, 3)
+    for g, w, o in zip(got, want, oracle, strict=True):
+        np.testing.assert_array_equal(g, w)  # bit for bit
+        np.testing.assert_allclose(g, o, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert np.all(got[2] > 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipped_mean_keeps_the_pixel_order_of_its_sums(dtype):
+    # The clipped sums run over the buffer in its order (two interleaved accumulators):
+    # the histogram search for the quartiles must not reorder it.
+    rng = np.random.default_rng(12)
+    values = rng.normal(1000.0, 7.0, 4096).astype(dtype)
+    values[rng.random(values.size) < 0.03] += 500.0
+    buf = values.copy()
+    mean, stdev = kernels.clipped_mean(buf, buf.size, 3.0, 3)
+    np.testing.assert_array_equal(buf, values)
+    e_mean, e_stdev = kernels.clipped_mean(values.astype(np.float64), values.size, 3.0, 3)
+    assert (mean, stdev) == (e_mean, e_stdev)  # float32 storage changes no rounding
+    assert abs(mean - 1000.0) < 1.0
 
 
 def test_bin_edges_follow_afw_layout():

@@ -8,7 +8,12 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
-from promptcal.kernels.convolve import gaussian_taps, separable_convolve, smooth_image_and_variance
+from promptcal.kernels.convolve import (
+    gaussian_taps,
+    separable_convolve,
+    smooth_image,
+    smooth_image_and_variance,
+)
 from promptcal.kernels.detect import (
     find_peaks,
     grow_mask,
@@ -98,6 +103,49 @@ def test_smooth_image_and_variance_ignores_masked_pixels(seed):
     half = taps.size // 2
     inner = np.s_[10 + half : 30 - half, 20 + half : 45 - half]
     assert not smoothed[inner].any() and not smoothed_var[inner].any()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    # Even and odd numbers of output rows (rows are finished in pairs), fewer rows or
+    # columns than taps, one more row than taps, and widths that are not a multiple of 4.
+    [(40, 53), (41, 53), (13, 30), (14, 30), (12, 30), (30, 12), (3, 3), (1, 100)],
+)
+@pytest.mark.parametrize("sigma", [0.5, 1.5, 2.3])
+def test_smoothing_rounds_exactly_like_an_in_order_float32_loop(shape, sigma):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    image = rng.normal(0.0, 30.0, shape).astype(np.float32)
+    variance = rng.uniform(100.0, 900.0, shape).astype(np.float32)
+    taps = gaussian_taps(sigma)
+    expected = oracles.correlate_valid_float32_in_order(image, taps)
+    assert_array_equal(separable_convolve(image, taps), expected)
+    assert_array_equal(smooth_image(image, np.zeros((1, 1), bool), taps), expected)
+    smoothed, smoothed_var = smooth_image_and_variance(
+        image, variance, np.zeros((1, 1), bool), taps
+    )
+    assert_array_equal(smoothed, expected)
+    assert_array_equal(
+        smoothed_var, oracles.correlate_valid_float32_in_order(variance, taps * taps)
+    )
+
+
+def test_smoothing_with_ignored_pixels_rounds_like_zeros_in_their_place():
+    rng = np.random.default_rng(5)
+    shape = (37, 70)
+    image = rng.normal(0.0, 30.0, shape).astype(np.float32)
+    variance = rng.uniform(100.0, 900.0, shape).astype(np.float32)
+    ignore = rng.random(shape) < 0.1
+    clean = np.where(ignore, 0.0, image).astype(np.float32)
+    clean_var = np.where(ignore, 0.0, variance).astype(np.float32)
+    image[ignore] = np.nan
+    variance[ignore] = np.inf
+    taps = gaussian_taps(1.5)
+    smoothed, smoothed_var = smooth_image_and_variance(image, variance, ignore, taps)
+    assert_array_equal(smoothed, oracles.correlate_valid_float32_in_order(clean, taps))
+    assert_array_equal(
+        smoothed_var, oracles.correlate_valid_float32_in_order(clean_var, taps * taps)
+    )
+    assert_array_equal(smooth_image(image, ignore, taps), smoothed)
 
 
 # ------------------------------------------------------------------ thresholding

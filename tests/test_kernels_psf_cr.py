@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import oracles
+import oracles_more as om
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from promptcal.kernels.cosmic_rays import find_cosmic_rays, interpolate_pixels
+from promptcal.kernels.cosmic_rays import (
+    find_cosmic_rays,
+    flagged_pixels,
+    interpolate_flagged,
+    interpolate_pixels,
+    mask_cosmic_rays,
+    remask_cosmic_rays,
+)
 from promptcal.kernels.noise import flat, plane_table
 from promptcal.kernels.psf import lanczos_weights, registered_stamps, shift_stamp
 
@@ -209,6 +217,104 @@ def test_find_cosmic_rays_match_oracle(seed):
         assert_array_equal(cr, oracles.find_cosmic_rays(image, var, skip, 1.5, **args))
         assert cr.sum() > 10
         assert not cr[skip].any()
+
+
+def _wide_cr_scene(seed, shape=(47, 150)):
+    """Sky, stars and hot pixels over several 64-pixel blocks and a partial one."""
+    rng = np.random.default_rng(seed)
+    image, var = _sky(rng, shape)
+    var *= rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    for _ in range(6):
+        image += _f32(
+            oracles.gaussian(
+                shape,
+                rng.uniform(3, shape[1] - 3),
+                rng.uniform(3, shape[0] - 3),
+                rng.uniform(1e3, 1e5),
+                2.0,
+            )
+        )
+    hits = rng.integers(0, image.size, 60)  # hot pixels, some on the border
+    image.ravel()[hits] += rng.uniform(100, 3000, hits.size).astype(np.float32)
+    image[[0, -1, 20, 33], [5, 9, 0, -1]] = 5000.0
+    image[10, 70] = np.nan  # NaN pixels pass the cheap tests and fail the sharp one
+    var[11, 100] = np.nan
+    return image, var, rng
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_cosmic_rays_matches_oracle_across_blocks(seed):
+    image, var, rng = _wide_cr_scene(seed)
+    sat, bad, cr_bit, other = (np.int32(1 << b) for b in (1, 0, 3, 8))
+    mask = np.where(rng.random(image.shape) < 0.03, bad, 0).astype(np.int32)
+    mask |= np.where(rng.random(image.shape) < 0.2, other, 0).astype(np.int32)
+    mask[5, 60:70] |= cr_bit  # from an earlier pass
+    skip_bits = np.int32(sat | bad)
+    for r1, r2 in ((0.8, 0.64), (0.3, 0.1)):
+        work = mask.copy()
+        count = mask_cosmic_rays(image, var, work, skip_bits, cr_bit, r1, r2, **CR_ARGS)
+        e_mask, e_count = om.mask_cosmic_rays(
+            image, var, mask, skip_bits, cr_bit, r1, r2, **CR_ARGS
+        )
+        assert_array_equal(work, e_mask)
+        assert count == e_count
+        assert np.count_nonzero((work & ~mask) & cr_bit) > 5
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("cr_in_skip", [False, True])
+def test_remask_cosmic_rays_equals_clearing_the_plane_first(seed, cr_in_skip):
+    image, var, rng = _wide_cr_scene(seed)
+    bad, cr_bit, other = (np.int32(1 << b) for b in (0, 3, 8))
+    mask = np.where(rng.random(image.shape) < 0.03, bad, 0).astype(np.int32)
+    mask |= np.where(rng.random(image.shape) < 0.2, other, 0).astype(np.int32)
+    mask |= np.where(rng.random(image.shape) < 0.05, cr_bit, 0).astype(np.int32)  # stale
+    # With the CR plane among the skipped ones, a stale CR bit must not hide a pixel.
+    skip_bits = np.int32(bad | cr_bit) if cr_in_skip else bad
+    work = mask.copy()
+    count = remask_cosmic_rays(image, var, work, skip_bits, cr_bit, 0.3, 0.1, **CR_ARGS)
+    cleared = mask & ~cr_bit
+    e_mask, e_count = om.mask_cosmic_rays(
+        image, var, cleared, skip_bits, cr_bit, 0.3, 0.1, **CR_ARGS
+    )
+    assert_array_equal(work, e_mask)
+    assert count == e_count > 5
+    assert_array_equal(work & ~cr_bit, cleared)
+
+
+def test_flagged_pixels_lists_bits_without_excluded_ones_in_row_major_order():
+    rng = np.random.default_rng(9)
+    mask = np.where(rng.random((30, 200)) < 0.02, 1 << 3, 0).astype(np.int32)
+    mask |= np.where(rng.random(mask.shape) < 0.3, 1 << 2, 0).astype(np.int32)
+    mask[-1, -1] = 1 << 3  # the very last pixel, in a partial block
+    ys, xs = flagged_pixels(mask, np.int32(1 << 3), np.int32(1 << 2))
+    e_ys, e_xs = np.nonzero(((mask & (1 << 3)) != 0) & ((mask & (1 << 2)) == 0))
+    assert_array_equal(ys, e_ys)
+    assert_array_equal(xs, e_xs)
+    assert ys.size > 20
+    none = flagged_pixels(np.zeros((5, 70), np.int32), np.int32(1), np.int32(0))
+    assert none[0].size == none[1].size == 0
+
+
+@pytest.mark.parametrize("max_distance", [1, 3])
+def test_interpolate_flagged_equals_interpolate_pixels_and_marks(max_distance):
+    rng = np.random.default_rng(max_distance)
+    y, x = np.mgrid[0:40, 0:90]
+    image = (5 * x - 3 * y + 400 + rng.normal(0, 2, x.shape)).astype(np.float32)
+    bits, without, mark = np.int32(1 << 3), np.int32(1 << 2), np.int32(1 << 2)
+    mask = np.where(rng.random(image.shape) < 0.08, bits, 0).astype(np.int32)
+    mask[rng.random(image.shape) < 0.3] |= without  # already interpolated: not bad
+    mask[10:18, 20:40] = bits  # too long to bridge either way
+    mask |= np.where(rng.random(image.shape) < 0.1, 1 << 8, 0).astype(np.int32)
+    bad = ((mask & bits) != 0) & ((mask & without) == 0)
+    expected = image.copy()
+    e_failed = interpolate_pixels(expected, bad, max_distance)
+    work, work_mask = image.copy(), mask.copy()
+    n_bad, n_failed = interpolate_flagged(work, work_mask, bits, without, mark, max_distance)
+    assert_array_equal(work, expected)
+    assert (n_bad, n_failed) == (bad.sum(), e_failed.sum())
+    assert 0 < n_failed < n_bad
+    assert_array_equal(work_mask, np.where(bad, mask | mark, mask))
 
 
 # ------------------------------------------------------------------ interpolation

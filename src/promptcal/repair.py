@@ -9,8 +9,8 @@ from pydantic import Field
 
 from .config import Config
 from .exposure import Exposure
-from .kernels.cosmic_rays import interpolate_pixels, mask_cosmic_rays
-from .kernels.detect import clear_bits
+from .kernels.cosmic_rays import remask_cosmic_rays
+from .kernels.interpolate import interpolate_flagged
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +73,29 @@ def repair(
         Number of CR pixels found.
     """
     mask = exposure.mask
+    intrp = np.int32(mask.bit("INTRP"))
+    distance = config.max_interpolation_distance
     if config.do_interpolate_defects:
-        if mask.any_set("BAD"):
-            bad = mask.is_set("BAD") & ~mask.is_set("INTRP")
-            if bad.any():
-                interpolate_pixels(exposure.image, bad, config.max_interpolation_distance)
-                mask.array[bad] |= mask.bit("INTRP")
+        # BAD pixels not yet interpolated; a no-op (one scan of the mask) without any.
+        interpolate_flagged(
+            exposure.image, mask.array, np.int32(mask.bit("BAD")), intrp, intrp, distance
+        )
     if not config.do_cosmic_ray:
         return 0
+    cr_bit = np.int32(mask.bit("CR"))
     if not find_crs:
         n_cr = int(mask.any_set("CR"))
     else:
         # The verdict depends on the PSF, which improves between passes: start afresh
-        # (CR pixels are only interpolated once, in the final pass).
-        clear_bits(mask.array, np.int32(mask.bit("CR")))
+        # (the kernel clears the CR plane as it goes; CR pixels are only interpolated
+        # once, in the final pass).
         ratio1, ratio2 = psf_neighbour_ratios(psf, *exposure.center)
-        n_cr = mask_cosmic_rays(
+        n_cr = remask_cosmic_rays(
             exposure.image,
             exposure.variance,
             mask.array,
             np.int32(mask.bit("SAT", "NO_DATA", "BAD", "INTRP")),
-            np.int32(mask.bit("CR")),
+            cr_bit,
             ratio1,
             ratio2,
             config.min_sigma,
@@ -102,8 +104,6 @@ def repair(
             config.cond3_fac2,
         )
     if not keep_crs and n_cr:
-        cr = mask.is_set("CR") & ~mask.is_set("INTRP")
-        interpolate_pixels(exposure.image, cr, config.max_interpolation_distance)
-        mask.array[cr] |= mask.bit("INTRP")
+        interpolate_flagged(exposure.image, mask.array, cr_bit, intrp, intrp, distance)
     log.debug("Found %d cosmic-ray pixels (keep=%s)", n_cr, keep_crs)
     return n_cr

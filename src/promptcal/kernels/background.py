@@ -11,153 +11,31 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from .order_statistics import order_statistics, quartiles, quartiles_into, workspace
+
+__all__ = [
+    "IQR_TO_SIGMA",
+    "binned_clipped_mean",
+    "binned_clipped_mean_strided",
+    "clipped_mean",
+    "order_statistics",
+    "quartiles",
+    "subtract_separable",
+]
 
 #: σ of a Gaussian per unit inter-quartile range (1 / 1.349).
 IQR_TO_SIGMA = 0.741301109252802
 
 
 @kernel
-def _select(buf, lo, hi, k):
-    """Partially sort ``buf[lo:hi]`` in place so that ``buf[k]`` is its order statistic.
-
-    Afterwards ``buf[lo:k] <= buf[k] <= buf[k+1:hi]`` (Hoare quickselect).
-    """
-    hi -= 1
-    while hi > lo:
-        pivot = buf[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                tmp = buf[i]
-                buf[i] = buf[j]
-                buf[j] = tmp
-                i += 1
-                j -= 1
-        # Now buf[lo..j] <= pivot <= buf[i..hi]; continue in the part holding k.
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return buf[k]
-    return buf[k]
-
-
-@kernel
-def _order_statistic_sorted_ranks(buf, n, ranks, out):
-    """Fallback: ``out[m]`` = the ``ranks[m]``-th smallest of ``buf[:n]`` (ranks ascending)."""
-    start = 0
-    for m in range(ranks.size):
-        out[m] = _select(buf, start, n, ranks[m])
-        start = ranks[m]
-
-
-@kernel
-def _hist_bin(v, lo, scale, nb):
-    """Histogram slot of ``v``: 0 below range, 1..nb inside, nb + 1 above (monotone in v)."""
-    t = (v - lo) * scale
-    if t < 0.0:
-        return 0
-    if t >= nb:
-        return nb + 1
-    return int(t) + 1
-
-
-@kernel
-def order_statistics(buf, n, ranks):
-    """Exact order statistics ``sorted(buf[:n])[ranks]`` without sorting.
-
-    A 1024-slot histogram over mean ± 5σ of a subsample locates the slot of every
-    requested rank; only the values of those few slots are gathered and selected.
-    The slot index is monotone in the value, so the result is exact for any data
-    (outliers only make the gathered slots larger). ``ranks`` must be ascending.
-    """
-    out = np.empty(ranks.size)
-    step = max(1, n // 2048)
-    first = buf[0]
-    s1 = 0.0
-    s2 = 0.0
-    m = 0
-    for i in range(0, n, step):
-        d = buf[i] - first
-        s1 += d
-        s2 += d * d
-        m += 1
-    mean = first + s1 / m
-    sd = np.sqrt(max(s2 / m - (s1 / m) ** 2, 0.0))
-    if not (sd > 0.0) or n < 256:
-        _order_statistic_sorted_ranks(buf, n, ranks, out)
-        return out
-    nb = 1024
-    lo = mean - 5.0 * sd
-    scale = nb / (10.0 * sd)
-    counts = np.zeros(nb + 2, np.int64)
-    for i in range(n):
-        counts[_hist_bin(buf[i], lo, scale, nb)] += 1
-    starts = np.zeros(nb + 2, np.int64)  # rank of the first value of each slot
-    for b in range(1, nb + 2):
-        starts[b] = starts[b - 1] + counts[b - 1]
-    slot_of = np.empty(ranks.size, np.int64)
-    offset = np.full(nb + 2, -1, np.int64)  # position of a needed slot in ``work``
-    total = 0
-    b = 0
-    for r in range(ranks.size):
-        while starts[b] + counts[b] <= ranks[r]:
-            b += 1
-        slot_of[r] = b
-        if offset[b] < 0:
-            offset[b] = total
-            total += counts[b]
-    work = np.empty(total)
-    fill = np.zeros(nb + 2, np.int64)
-    for i in range(n):
-        v = buf[i]
-        b = _hist_bin(v, lo, scale, nb)
-        if offset[b] >= 0:
-            work[offset[b] + fill[b]] = v
-            fill[b] += 1
-    for r in range(ranks.size):
-        b = slot_of[r]
-        o = offset[b]
-        out[r] = _select(work, o, o + counts[b], o + ranks[r] - starts[b])
-    return out
-
-
-@kernel
-def quartiles(buf, n):
-    """``numpy.quantile(buf[:n], [0.25, 0.5, 0.75])`` (linear interpolation).
-
-    ``buf`` may be reordered.
-    """
-    ranks = np.empty(6, np.int64)
-    fracs = np.empty(3)
-    for m in range(3):
-        pos = 0.25 * (m + 1) * (n - 1)
-        k = int(np.floor(pos))
-        fracs[m] = pos - k
-        ranks[2 * m] = k
-        ranks[2 * m + 1] = min(k + 1, n - 1)
-    stats = order_statistics(buf, n, ranks)
-    out = np.empty(3)
-    for m in range(3):
-        lower = stats[2 * m]
-        out[m] = lower + fracs[m] * (stats[2 * m + 1] - lower)
-    return out
-
-
-@kernel
 def clipped_mean(buf, n, n_sigma, n_iter):
-    """Iteratively clipped mean of ``buf[:n]`` (``buf`` is reordered).
+    """Iteratively clipped mean of ``buf[:n]`` (``buf`` may be reordered).
 
     Parameters
     ----------
     buf : numpy.ndarray
-        float64 work buffer holding the values in ``buf[:n]``.
+        float32 or float64 work buffer holding the values in ``buf[:n]``; the
+        arithmetic is float64 either way.
     n : int
         Number of values (> 0).
     n_sigma : float
@@ -171,7 +49,14 @@ def clipped_mean(buf, n, n_sigma, n_iter):
         Clipped mean and clipped sample standard deviation (NaN when fewer than
         two values survive); same unit as the input.
     """
-    q = quartiles(buf, n)
+    slots, counts, work = workspace(n, buf)
+    return clipped_mean_into(buf, n, n_sigma, n_iter, slots, counts, work)
+
+
+@kernel
+def clipped_mean_into(buf, n, n_sigma, n_iter, slots, counts, work):
+    """:func:`clipped_mean` with a caller-provided :func:`~.order_statistics.workspace`."""
+    q = quartiles_into(buf, n, slots, counts, work)
     median = q[1]
     center = median
     hwidth = n_sigma * IQR_TO_SIGMA * (q[2] - q[0])
@@ -216,6 +101,100 @@ def clipped_mean(buf, n, n_sigma, n_iter):
 
 
 @kernel
+def _gather_bin(image, mask, ignore_bits, y0, y1, x0, x1, stride, buf):
+    """Copy the unmasked, finite pixels ``[y·stride, x·stride]`` of one bin into ``buf``.
+
+    Row-major order, as the clipped sums depend on it. Branch-free: every pixel is
+    written and the count advances only for valid ones, so ``buf`` needs one slot per
+    pixel of the bin. Returns the number of valid pixels.
+    """
+    n = 0
+    inf = np.float32(np.inf)
+    for y in range(y0, y1):
+        row = image[y * stride, x0 * stride : x1 * stride : stride]
+        mask_row = mask[y * stride, x0 * stride : x1 * stride : stride]
+        for j in range(x1 - x0):
+            v = row[j]
+            buf[n] = v
+            # ``&`` and |v| < inf (false for NaN and ±inf) keep the loop free of branches.
+            n += ((mask_row[j] & ignore_bits) == 0) & (abs(v) < inf)
+    return n
+
+
+@kernel
+def binned_clipped_mean_strided(
+    image, mask, ignore_bits, y_edges, x_edges, stride, n_sigma, n_iter
+):
+    """:func:`binned_clipped_mean` of the subsampled image ``image[::stride, ::stride]``.
+
+    The bin edges are in subsampled pixels; the subsample is read in place rather than
+    copied. ``stride == 1`` is :func:`binned_clipped_mean`.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        float32 (H, W) pixels [image unit].
+    mask : numpy.ndarray
+        int32 (H, W) bit mask.
+    ignore_bits : int
+        Pixels with any of these bits set are excluded.
+    y_edges, x_edges : numpy.ndarray
+        int64 bin edges [subsampled px]: bin ``(j, i)`` covers the subsampled rows
+        ``y_edges[j]:y_edges[j+1]`` and columns ``x_edges[i]:x_edges[i+1]``, i.e. the
+        pixels ``(y·stride, x·stride)``. ``y_edges[-1]·stride`` must not exceed
+        ``H + stride - 1`` (likewise for x).
+    stride : int
+        Subsampling step along both axes [px].
+    n_sigma : float
+        Clipping half-width [σ].
+    n_iter : int
+        Clipping iterations.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        float64 (ny, nx) clipped means [image unit]; NaN for bins without valid pixels.
+    stdevs : numpy.ndarray
+        float64 (ny, nx) clipped standard deviations [image unit]; NaN when undefined.
+    n_valid : numpy.ndarray
+        int64 (ny, nx) number of unmasked, finite pixels per bin.
+    """
+    ny = y_edges.size - 1
+    nx = x_edges.size - 1
+    values = np.full((ny, nx), np.nan)
+    stdevs = np.full((ny, nx), np.nan)
+    n_valid = np.zeros((ny, nx), np.int64)
+    max_h = 0
+    for j in range(ny):
+        max_h = max(max_h, y_edges[j + 1] - y_edges[j])
+    max_w = 0
+    for i in range(nx):
+        max_w = max(max_w, x_edges[i + 1] - x_edges[i])
+    # float32 holds the pixels exactly and halves the cache footprint of the passes.
+    buf = np.empty(max(1, max_h * max_w), np.float32)
+    slots, counts, work = workspace(buf.size, buf)
+    for j in range(ny):
+        for i in range(nx):
+            n = _gather_bin(
+                image,
+                mask,
+                ignore_bits,
+                y_edges[j],
+                y_edges[j + 1],
+                x_edges[i],
+                x_edges[i + 1],
+                stride,
+                buf,
+            )
+            n_valid[j, i] = n
+            if n > 0:
+                values[j, i], stdevs[j, i] = clipped_mean_into(
+                    buf, n, n_sigma, n_iter, slots, counts, work
+                )
+    return values, stdevs, n_valid
+
+
+@kernel
 def binned_clipped_mean(image, mask, ignore_bits, y_edges, x_edges, n_sigma, n_iter):
     """Clipped mean of the unmasked, finite pixels of every bin.
 
@@ -244,31 +223,9 @@ def binned_clipped_mean(image, mask, ignore_bits, y_edges, x_edges, n_sigma, n_i
     n_valid : numpy.ndarray
         int64 (ny, nx) number of unmasked, finite pixels per bin.
     """
-    ny = y_edges.size - 1
-    nx = x_edges.size - 1
-    values = np.full((ny, nx), np.nan)
-    stdevs = np.full((ny, nx), np.nan)
-    n_valid = np.zeros((ny, nx), np.int64)
-    max_h = 0
-    for j in range(ny):
-        max_h = max(max_h, y_edges[j + 1] - y_edges[j])
-    max_w = 0
-    for i in range(nx):
-        max_w = max(max_w, x_edges[i + 1] - x_edges[i])
-    buf = np.empty(max_h * max_w, np.float64)
-    for j in range(ny):
-        for i in range(nx):
-            n = 0
-            for y in range(y_edges[j], y_edges[j + 1]):
-                for x in range(x_edges[i], x_edges[i + 1]):
-                    v = image[y, x]
-                    if (mask[y, x] & ignore_bits) == 0 and np.isfinite(v):
-                        buf[n] = v
-                        n += 1
-            n_valid[j, i] = n
-            if n > 0:
-                values[j, i], stdevs[j, i] = clipped_mean(buf, n, n_sigma, n_iter)
-    return values, stdevs, n_valid
+    return binned_clipped_mean_strided(
+        image, mask, ignore_bits, y_edges, x_edges, 1, n_sigma, n_iter
+    )
 
 
 @kernel

@@ -1,10 +1,26 @@
-"""Cosmic-ray detection and pixel interpolation kernels."""
+"""Cosmic-ray detection kernels (the interpolation kernels are re-exported here)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import kernel
+from .interpolate import (
+    flagged_pixels,
+    grow_indices,
+    interpolate_flagged,
+    interpolate_pixels,
+)
+
+__all__ = [
+    "find_cosmic_rays",
+    "find_sharp_pixels",
+    "flagged_pixels",
+    "interpolate_flagged",
+    "interpolate_pixels",
+    "mask_cosmic_rays",
+    "remask_cosmic_rays",
+]
 
 
 @kernel
@@ -13,40 +29,250 @@ def mask_cosmic_rays(
 ):
     """Run :func:`find_sharp_pixels` on pixels without ``skip_bits`` and OR ``cr_bit`` in.
 
-    Works sparsely (a list of CR pixels instead of full-size boolean images), so it
-    costs one pass over the image.
+    Works sparsely (a list of CR pixels instead of full-size boolean images): one
+    streaming pass over image, variance and mask flags the few pixels that pass the
+    cheap tests, and only they get the sharpness test.
 
     Returns
     -------
     int
         Number of pixels that carry ``cr_bit`` afterwards.
     """
+    return _mask_cosmic_rays(
+        image,
+        variance,
+        mask,
+        skip_bits,
+        cr_bit,
+        ratio1,
+        ratio2,
+        min_sigma,
+        min_dn,
+        fac,
+        fac2,
+        False,
+    )
+
+
+@kernel
+def remask_cosmic_rays(
+    image, variance, mask, skip_bits, cr_bit, ratio1, ratio2, min_sigma, min_dn, fac, fac2
+):
+    """:func:`mask_cosmic_rays` after clearing ``cr_bit`` everywhere, in the same pass.
+
+    Returns
+    -------
+    int
+        Number of pixels that carry ``cr_bit`` afterwards (the new cosmic rays).
+    """
+    return _mask_cosmic_rays(
+        image,
+        variance,
+        mask,
+        skip_bits,
+        cr_bit,
+        ratio1,
+        ratio2,
+        min_sigma,
+        min_dn,
+        fac,
+        fac2,
+        True,
+    )
+
+
+@kernel
+def _count_bits(row, bits):
+    """Number of entries of ``row`` with any of ``bits`` set."""
+    count = 0
+    for x in range(row.size):
+        count += 1 if row[x] & bits else 0
+    return count
+
+
+@kernel
+def _clear_bits(row, bits):
+    """``row &= ~bits`` where needed (rows without ``bits`` are only read)."""
+    if _count_bits(row, bits):
+        inverse = ~bits
+        for x in range(row.size):
+            row[x] &= inverse
+
+
+#: Pixels per block of the sparse scans (a fixed length lets the block test vectorise).
+_BLOCK = 64
+
+
+@kernel
+def _candidate(v, var, m, skip_bits, keep_bits, min_dn, threshold):
+    """The tests made before :func:`_is_sharp` (same float expressions; NaN passes).
+
+    Branch-free (``&``, not ``and``) so that loops over it vectorise. The mask is
+    taken with only ``keep_bits`` kept.
+    """
+    return (not (v < min_dn)) & (not (v * v < threshold * var)) & ((m & keep_bits & skip_bits) == 0)
+
+
+@kernel
+def _scan_row(
+    image, variance, mask, y, skip_bits, keep_bits, cr_bit, min_dn, min_sigma, flags, hit
+):
+    """Flag the candidates of row y (``flags``, and per block ``hit``); count ``cr_bit``.
+
+    Streams the three rows once, in fixed-length blocks (so the loops vectorise).
+    """
+    threshold = min_sigma * min_sigma
+    row = image[y]
+    var_row = variance[y]
+    mask_row = mask[y]
+    width = row.size
+    n_full = width // _BLOCK
+    n_cr = 0
+    for b in range(n_full):
+        x0 = b * _BLOCK
+        values = row[x0 : x0 + _BLOCK]
+        variances = var_row[x0 : x0 + _BLOCK]
+        masks = mask_row[x0 : x0 + _BLOCK]
+        out = flags[x0 : x0 + _BLOCK]
+        n = 0
+        for j in range(_BLOCK):
+            m = masks[j]
+            n_cr += 1 if m & cr_bit else 0
+            c = _candidate(values[j], variances[j], m, skip_bits, keep_bits, min_dn, threshold)
+            out[j] = c
+            n += c
+        hit[b] = n > 0
+    if n_full < hit.size:
+        n = 0
+        for x in range(n_full * _BLOCK, width):
+            m = mask_row[x]
+            n_cr += 1 if m & cr_bit else 0
+            c = _candidate(row[x], var_row[x], m, skip_bits, keep_bits, min_dn, threshold)
+            flags[x] = c
+            n += c
+        hit[n_full] = n > 0
+    return n_cr
+
+
+@kernel
+def _sharp_in_row(
+    image,
+    variance,
+    mask,
+    skip_bits,
+    y,
+    flags,
+    hit,
+    ratio1,
+    ratio2,
+    min_sigma,
+    min_dn,
+    fac,
+    fac2,
+    out,
+):
+    """Columns of row y (flagged candidates of hit blocks) that pass :func:`_is_sharp`.
+
+    Written to ``out``; returns their number. Kept apart from the growing list of
+    cores, whose possible reallocation would slow this loop down.
+    """
+    width = image.shape[1]
+    n = 0
+    for b in range(hit.size):
+        if not hit[b]:
+            continue
+        for x in range(max(b * _BLOCK, 1), min((b + 1) * _BLOCK, width - 1)):
+            if flags[x] and _is_sharp(
+                image,
+                variance,
+                mask,
+                skip_bits,
+                y,
+                x,
+                ratio1,
+                ratio2,
+                min_sigma,
+                min_dn,
+                fac,
+                fac2,
+            ):
+                out[n] = x
+                n += 1
+    return n
+
+
+@kernel
+def _mask_cosmic_rays(
+    image,
+    variance,
+    mask,
+    skip_bits,
+    cr_bit,
+    ratio1,
+    ratio2,
+    min_sigma,
+    min_dn,
+    fac,
+    fac2,
+    clear,
+):
     height, width = image.shape
     cores_y = np.empty(256, np.int64)
     cores_x = np.empty(256, np.int64)
     n_cores = 0
     count = 0
-    for y in range(height):
-        for x in range(width):
-            if mask[y, x] & cr_bit:
-                count += 1
-            if y == 0 or x == 0 or y == height - 1 or x == width - 1:
-                continue
-            if mask[y, x] & skip_bits:
-                continue
-            v = image[y, x]
-            # Cheap rejection first: nearly every pixel is faint sky.
-            if v < min_dn or v * v < min_sigma * min_sigma * variance[y, x]:
-                continue
-            if _is_sharp(
-                image, variance, mask, skip_bits, y, x, ratio1, ratio2, min_sigma, min_dn, fac, fac2
-            ):
-                if n_cores == cores_y.size:
-                    cores_y = _grow(cores_y)
-                    cores_x = _grow(cores_x)
-                cores_y[n_cores] = y
-                cores_x[n_cores] = x
-                n_cores += 1
+    keep_bits = ~cr_bit if clear else np.int32(-1)
+    n_blocks = -(-width // _BLOCK)
+    flags = np.zeros((2, width), np.bool_)
+    hit = np.zeros((2, n_blocks), np.bool_)
+    row_cores = np.empty(width, np.int64)
+    # Row y + 1 is scanned (and its CR bits counted or cleared) before row y is tested,
+    # so the neighbours that the sharpness test reads are in cache already.
+    for y in range(-1, height - 1):
+        scan = y + 1
+        n_cr = _scan_row(
+            image,
+            variance,
+            mask,
+            scan,
+            skip_bits,
+            keep_bits,
+            cr_bit,
+            min_dn,
+            min_sigma,
+            flags[scan % 2],
+            hit[scan % 2],
+        )
+        if clear:
+            if n_cr:
+                _clear_bits(mask[scan], cr_bit)
+        else:
+            count += n_cr
+        if y < 1:
+            continue
+        n_row = _sharp_in_row(
+            image,
+            variance,
+            mask,
+            skip_bits,
+            y,
+            flags[y % 2],
+            hit[y % 2],
+            ratio1,
+            ratio2,
+            min_sigma,
+            min_dn,
+            fac,
+            fac2,
+            row_cores,
+        )
+        if n_cores + n_row > cores_y.size:
+            cores_y = grow_indices(cores_y, n_cores + n_row)
+            cores_x = grow_indices(cores_x, n_cores + n_row)
+        for k in range(n_row):
+            cores_y[n_cores] = y
+            cores_x[n_cores] = row_cores[k]
+            n_cores += 1
     for k in range(n_cores):
         y = cores_y[k]
         x = cores_x[k]
@@ -62,13 +288,6 @@ def mask_cosmic_rays(
                         mask[yy, xx] |= cr_bit
                         count += 1
     return count
-
-
-@kernel
-def _grow(values):
-    out = np.empty(values.size * 2, np.int64)
-    out[: values.size] = values
-    return out
 
 
 @kernel
@@ -173,57 +392,3 @@ def find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, 
                     if not skip[yy, xx] and image[yy, xx] > fac * np.sqrt(variance[yy, xx]):
                         grown[yy, xx] = True
     return grown
-
-
-@kernel
-def interpolate_pixels(image, bad, max_distance):
-    """Replace ``bad`` pixels by linear interpolation between the nearest good pixels.
-
-    Along each row and each column, a run of bad pixels no longer than
-    ``2 × max_distance`` is bridged linearly between the good pixels on either side;
-    where both directions bridge a pixel the two estimates are averaged. Pixels in
-    longer runs, or at an edge in both directions, are left unchanged.
-
-    Returns
-    -------
-    numpy.ndarray
-        bool (H, W): bad pixels that could not be interpolated.
-    """
-    height, width = image.shape
-    failed = np.zeros((height, width), np.bool_)
-    out = image.copy()
-    longest = 2 * max_distance
-    for y in range(height):
-        for x in range(width):
-            if not bad[y, x]:
-                continue
-            total = 0.0
-            count = 0
-            xl = x - 1
-            while xl >= 0 and bad[y, xl] and x - xl <= longest:
-                xl -= 1
-            xr = x + 1
-            while xr < width and bad[y, xr] and xr - x <= longest:
-                xr += 1
-            if 0 <= xl and xr < width and not bad[y, xl] and not bad[y, xr]:
-                if xr - xl - 1 <= longest:
-                    t = (x - xl) / (xr - xl)
-                    total += image[y, xl] * (1 - t) + image[y, xr] * t
-                    count += 1
-            yd = y - 1
-            while yd >= 0 and bad[yd, x] and y - yd <= longest:
-                yd -= 1
-            yu = y + 1
-            while yu < height and bad[yu, x] and yu - y <= longest:
-                yu += 1
-            if 0 <= yd and yu < height and not bad[yd, x] and not bad[yu, x]:
-                if yu - yd - 1 <= longest:
-                    t = (y - yd) / (yu - yd)
-                    total += image[yd, x] * (1 - t) + image[yu, x] * t
-                    count += 1
-            if count > 0:
-                out[y, x] = total / count
-            else:
-                failed[y, x] = True
-    image[:, :] = out
-    return failed

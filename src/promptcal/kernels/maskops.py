@@ -20,10 +20,14 @@ def bits_set(mask, bits):
 
 @kernel
 def any_bits_set(mask, bits):
-    """Whether any pixel has any of ``bits`` set (stops at the first)."""
+    """Whether any pixel has any of ``bits`` set (stops after the first row with one)."""
     height, width = mask.shape
     for y in range(height):
+        # An OR over the whole row vectorises; a test per pixel would not.
+        row = mask[y]
+        found = 0
         for x in range(width):
-            if mask[y, x] & bits:
-                return True
+            found |= row[x] & bits
+        if found:
+            return True
     return False
