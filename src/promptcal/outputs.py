@@ -306,7 +306,8 @@ def write_products(
         Input files; their base names go into ``summary.json``.
     durable : bool
         ``fsync`` every product (and the directory) before ``summary.json`` is written,
-        and that file after. With False the caller calls :func:`sync_paths` on the
+        and that file after; the products' pages are then dropped from the page cache
+        (see :func:`sync_paths`). With False the caller calls :func:`sync_paths` on the
         returned paths before it relies on durability (the worker: before committing
         its input offsets, after publishing the result).
 
@@ -369,7 +370,7 @@ def write_products(
         products=paths,
     )
     if durable:
-        sync_paths(paths.values())
+        sync_paths(paths.values(), drop_cache=True)
     paths["summary"] = write_summary_json(document, out / "summary.json")
     if durable:
         sync_paths([paths["summary"]])

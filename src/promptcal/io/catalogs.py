@@ -51,7 +51,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     return target
 
 
-def sync_paths(paths) -> None:
+def sync_paths(paths, *, drop_cache: bool = False) -> None:
     """``fsync`` each file, then each distinct parent directory (so the renames that
     put them in place survive a crash too).
 
@@ -59,12 +59,21 @@ def sync_paths(paths) -> None:
     ----------
     paths : iterable of path
         Files written earlier (e.g. with ``durable=False``).
+    drop_cache : bool
+        Then evict the files' pages from the page cache (``POSIX_FADV_DONTNEED``;
+        they are clean after the fsync). A worker writes ~200 MB per exposure: on
+        virtual machines, page-cache pages taken from memory the hypervisor reclaimed
+        cost ~2 µs per 4 kB page (0.45 s per calexp), while pages just evicted are
+        reused at memory speed (0.03 s). Later readers read from disk instead.
     """
     directories: dict[str, None] = {}
+    can_drop = drop_cache and hasattr(os, "posix_fadvise")
     for path in paths:
         fd = os.open(os.fspath(path), os.O_RDONLY)
         try:
             os.fsync(fd)
+            if can_drop:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         directories[os.path.dirname(os.path.abspath(path))] = None

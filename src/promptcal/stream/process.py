@@ -273,7 +273,8 @@ class ExposureProcessor:
         )
 
     def make_durable(self, outcome: Outcome) -> None:
-        """``fsync`` the products of ``outcome`` (and their directory), with retries.
+        """``fsync`` the products of ``outcome`` (and their directory), with retries,
+        and drop them from the page cache.
 
         Raises
         ------
@@ -283,7 +284,13 @@ class ExposureProcessor:
         from ..outputs import sync_paths
 
         paths = [uri_to_path(uri) for uri in outcome.products.values()]
-        with_retries(lambda: sync_paths(paths), "syncing products", self.retries, self.backoff)
+        # Dropping the synced pages recycles them for the next exposure's products.
+        with_retries(
+            lambda: sync_paths(paths, drop_cache=True),
+            "syncing products",
+            self.retries,
+            self.backoff,
+        )
 
     @staticmethod
     def _hint(exposure, record: PreloadRecord | None):

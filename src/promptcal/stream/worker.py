@@ -9,10 +9,12 @@ owns the same partition numbers of both). Per message:
   bounded wait), then read them, run ``CalibrateImageTask``, write the products under
   ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames), publish the
   ``calibrated`` message and the ``metrics`` record and wait for the broker's
-  acknowledgement (:mod:`~promptcal.stream.publish`), then ``fsync`` the products;
-- only then are the input offsets stored and committed (asynchronously after each
-  exposure, synchronously on shutdown or revocation). At-least-once: a crash before
-  the commit redoes the exposure, overwriting the same products and key.
+  acknowledgement (:mod:`~promptcal.stream.publish`), then ``fsync`` the products on a
+  background thread while the next message is handled;
+- only once the products are durable are the input offsets stored and committed
+  (asynchronously after each exposure, synchronously on shutdown or revocation).
+  At-least-once: a crash before the commit redoes the exposure, overwriting the same
+  products and key.
 
 Undecodable messages and unreadable snaps go to ``dead-letter`` (original key, value
 and headers, plus error headers) and count as handled. Algorithm failures are results
@@ -27,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -112,6 +115,10 @@ class Worker:
         self.publisher: Publisher | None = None
         self.http_port: int | None = None
         self.ready_time: float | None = None
+        # Products are fsynced on this thread after the result is published; the
+        # exposure's offsets are stored when its sync is done (see _finish_syncs).
+        self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptcal-fsync")
+        self._syncing: list[tuple[Future, list[Position]]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -200,6 +207,7 @@ class Worker:
             if expiry is not None:
                 wait = min(wait, expiry)
             message = self.consumer.poll(wait)
+            self._finish_syncs(wait=False)
             if message is not None:
                 self._handle(message)
             for pending in self.assembler.expired():
@@ -213,6 +221,7 @@ class Worker:
             "stopping: %d incomplete exposure(s) left uncommitted for redelivery", len(left)
         )
         self._emit("stopping", pending=[p.key for p in left])
+        self._finish_syncs(wait=True)
         if self.publisher is not None:
             self.publisher.producer.flush(self.settings.delivery_timeout)
             self.publisher = None  # the producer disconnects when collected
@@ -220,6 +229,7 @@ class Worker:
         self._close()
 
     def _close(self) -> None:
+        self._sync_pool.shutdown(wait=True)
         consumer, self.consumer = self.consumer, None
         if consumer is None:
             return
@@ -247,6 +257,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Any, partitions: list) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._finish_syncs(wait=True)  # finished exposures are committed, not redone
         dropped = self.assembler.drop_partitions(lost)
         done = {tp: off for tp, off in self.offsets.committable().items() if tp in lost}
         self._commit(done, asynchronous=False)
@@ -257,6 +268,7 @@ class Worker:
 
     def _on_lost(self, consumer: Any, partitions: list) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._finish_syncs(wait=True, commit=False)  # the group moved on without us
         self.assembler.drop_partitions(lost)
         self.offsets.forget(lost)
         logger.warning("lost %d partition(s) (evicted from the group)", len(lost))
@@ -278,6 +290,20 @@ class Worker:
 
     def _done(self, positions: list[Position]) -> None:
         self._commit(self.offsets.done(positions), asynchronous=True)
+
+    def _finish_syncs(self, *, wait: bool, commit: bool = True) -> None:
+        """Store and commit the offsets of exposures whose products are now durable.
+
+        Raises
+        ------
+        TransientError
+            A sync failed beyond its retries (its offsets stay uncommitted).
+        """
+        while self._syncing and (wait or self._syncing[0][0].done()):
+            future, positions = self._syncing.pop(0)
+            future.result()
+            if commit:
+                self._done(positions)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -367,9 +393,11 @@ class Worker:
             now=time.time(),
         )
         self.publisher.publish(out)
-        # Durable before the offsets are committed, but after the result is out: the
-        # fsync of 200 MB is off the latency path.
-        self.processor.make_durable(outcome)
+        # Durable before the offsets are committed, but after the result is out and
+        # beside the next exposure: the fsync of 200 MB is off the latency path.
+        self._syncing.append(
+            (self._sync_pool.submit(self.processor.make_durable, outcome), pending.positions)
+        )
         self.metrics.observe_result(
             outcome.status,
             detector=outcome.detector,
@@ -379,7 +407,6 @@ class Worker:
         )
         # No next-visit seen (None) counts as a miss: the shards were loaded on arrival.
         self.metrics.observe_preload(bool(outcome.preload_hit))
-        self._done(pending.positions)
         logger.info(
             "calibrated visit=%d detector=%d status=%s preload_hit=%s in %.2f s",
             outcome.visit,
