@@ -488,6 +488,11 @@ def main() -> None:
                 by_worker = {}
                 for v in two["visits"]:
                     by_worker.setdefault(records[v].worker, []).append(v)
+            except BaseException:
+                for worker in workers:  # the logs vanish with the temporary directory
+                    tail = worker.log_path.read_text().splitlines()[-40:]
+                    print(f"--- {worker.name} log (tail)", *tail, sep="\n", file=sys.stderr)
+                raise
             finally:
                 bench.close()
                 codes = [w.stop() for w in workers]

@@ -236,6 +236,8 @@ def test_products_written_for_later_sync(run, tmp_path):
             assert _digest(path) == _digest(run.paths[kind]), kind
     with pytest.raises(FileNotFoundError):
         sync_paths([tmp_path / "missing.fits"])
+    gone = tmp_path / "missing.fits"
+    assert sync_paths([paths["stars"], gone], missing_ok=True) == [gone]
 
 
 def test_failed_result_records_error(tmp_path):

@@ -51,7 +51,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     return target
 
 
-def sync_paths(paths, *, drop_cache: bool = False) -> None:
+def sync_paths(paths, *, drop_cache: bool = False, missing_ok: bool = False) -> list[Path]:
     """``fsync`` each file, then each distinct parent directory (so the renames that
     put them in place survive a crash too).
 
@@ -65,11 +65,26 @@ def sync_paths(paths, *, drop_cache: bool = False) -> None:
         virtual machines, page-cache pages taken from memory the hypervisor reclaimed
         cost ~2 µs per 4 kB page (0.45 s per calexp), while pages just evicted are
         reused at memory speed (0.03 s). Later readers read from disk instead.
+    missing_ok : bool
+        Skip files that no longer exist (removed after they were written) instead of
+        raising ``FileNotFoundError``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files that were missing (empty unless ``missing_ok``).
     """
     directories: dict[str, None] = {}
     can_drop = drop_cache and hasattr(os, "posix_fadvise")
+    missing: list[Path] = []
     for path in paths:
-        fd = os.open(os.fspath(path), os.O_RDONLY)
+        try:
+            fd = os.open(os.fspath(path), os.O_RDONLY)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+            missing.append(Path(path))
+            continue
         try:
             os.fsync(fd)
             if can_drop:
@@ -83,6 +98,7 @@ def sync_paths(paths, *, drop_cache: bool = False) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    return missing
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -285,12 +285,19 @@ class ExposureProcessor:
 
         paths = [uri_to_path(uri) for uri in outcome.products.values()]
         # Dropping the synced pages recycles them for the next exposure's products.
-        with_retries(
-            lambda: sync_paths(paths, drop_cache=True),
+        missing = with_retries(
+            lambda: sync_paths(paths, drop_cache=True, missing_ok=True),
             "syncing products",
             self.retries,
             self.backoff,
         )
+        if missing:  # removed by someone after the publish: nothing left to make durable
+            logger.warning(
+                "visit %d detector %d: products gone before their fsync: %s",
+                outcome.visit,
+                outcome.detector,
+                ", ".join(p.name for p in missing),
+            )
 
     @staticmethod
     def _hint(exposure, record: PreloadRecord | None):
