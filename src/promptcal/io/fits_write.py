@@ -2,9 +2,10 @@
 
 The file is written to a temporary name in the target directory and renamed into place
 with :func:`os.replace`, so readers never see a partial product and a replayed message
-overwrites the previous product atomically. Durability (``fsync``) is a separate step
-(``durable=False`` plus :func:`~promptcal.io.catalogs.sync_paths` later), so the
-streaming worker can publish its result before waiting for the disk.
+overwrites the previous product atomically. The bytes go to the device with direct I/O
+(:mod:`promptcal.io.direct`: no page-cache growth, ~0.12 s for a 200 MB calexp);
+``durable`` adds the ``fsync`` of the metadata (or of everything where the file
+system has no direct I/O).
 
 Uncompressed planes are handed to astropy already big-endian (one conversion into a
 new array): astropy would otherwise byte-swap the caller's arrays in place and back,
@@ -26,6 +27,7 @@ from astropy.io import fits
 
 from ..errors import InvalidInputError
 from ..exposure import Exposure
+from .direct import DirectFileWriter
 from .fits_read import PLANE_NAMES
 from .frames import origin_cards, wcs_to_header
 from .header import (
@@ -139,19 +141,23 @@ def write_exposure(
         Write the planes as lossless tile-compressed HDUs.
     durable : bool
         ``fsync`` the file before renaming it into place. With False the caller makes
-        it durable later (:func:`~promptcal.io.catalogs.sync_paths`).
+        it durable later (:func:`~promptcal.io.catalogs.sync_paths`); with direct I/O
+        only the metadata is then left to flush.
     """
     hdul = build_hdulist(exposure, extra_hdus=extra_hdus, compress=compress)
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    os.close(fd)  # reopened for direct I/O
     try:
-        with os.fdopen(fd, "wb") as stream:
+        stream = DirectFileWriter(tmp, sync=durable)
+        try:
             hdul.writeto(stream, output_verify="exception")
-            stream.flush()
-            if durable:
-                os.fsync(stream.fileno())
+        except BaseException:
+            stream.abort()
+            raise
+        stream.close()
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are meant to be shared
         os.replace(tmp, target)
     except BaseException:
