@@ -53,3 +53,38 @@ def tune_allocator() -> bool:
     # 2**31 − 1 bytes keeps everything below 2 GB of free heap top.
     _tuned = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     return _tuned
+
+
+def reserve_heap(nbytes: int) -> bool:
+    """Fault ``nbytes`` of heap in now and keep it for later allocations.
+
+    With :func:`tune_allocator` in effect, freed memory stays in the process, so
+    allocating, touching and freeing one block here means the first exposure's planes
+    come from memory that is already backed instead of paying ~1.5 ms per MB of page
+    faults on the latency path (0.8 s on a fresh worker's first 4k×4k exposure).
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes to reserve [B]; 0 does nothing.
+
+    Returns
+    -------
+    bool
+        True if the heap was reserved (False without a tuned glibc allocator).
+    """
+    if nbytes <= 0 or not tune_allocator():
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = (ctypes.c_void_p,)
+    block = libc.malloc(int(nbytes))
+    if not block:
+        log.warning("could not reserve %.0f MB of heap", nbytes / 1e6)
+        return False
+    try:
+        ctypes.memset(block, 0, int(nbytes))  # touches every page
+    finally:
+        libc.free(block)
+    return True

@@ -94,6 +94,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--refcat-cache-mb", type=float, default=256.0, help="reference-shard cache budget [MiB]"
     )
     p.add_argument(
+        "--heap-reserve-mb",
+        type=float,
+        default=None,
+        help="heap faulted in before ready [MB] (default: 64 B per pixel of the camera's "
+        "largest detector; 0: off)",
+    )
+    p.add_argument(
         "--no-warmup",
         dest="warmup",
         action="store_false",
@@ -163,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         camera=args.camera,
         statistics_interval_ms=args.statistics_interval_ms,
         do_warmup=args.warmup,
+        heap_reserve_mb=args.heap_reserve_mb,
         consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
     )
     config = build_config(args.config, args.overrides)

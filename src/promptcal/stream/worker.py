@@ -34,6 +34,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from ..allocator import reserve_heap
 from ..errors import InvalidInputError, TransientError
 from ..metrics import WorkerMetrics
 from .assembler import OffsetTracker, PendingExposure, Position, ReceivedSnap, SnapAssembler
@@ -141,6 +142,9 @@ class Worker:
             if self.settings.do_warmup:
                 from .warmup import warm_up
 
+                reserve = self.settings.heap_reserve_bytes(self.preloader.camera)
+                if reserve_heap(reserve):
+                    logger.info("reserved %.0f MB of heap", reserve / 1e6)
                 warm_up(self.config)
             self._connect()
             self.ready_time = time.monotonic() - start
