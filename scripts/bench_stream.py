@@ -336,22 +336,23 @@ class CpuMonitor:
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = list(pids)
-        self.phases: dict[str, dict[str, float]] = {}
-        self._start: dict[str, tuple[float, float, float]] = {}
+        self.names: dict[int, str] = {}  # pid -> label in the per-process breakdown
+        self.phases: dict[str, dict] = {}
+        self._start: dict[str, tuple[float, float, dict[int, float]]] = {}
         self._tick = os.sysconf("SC_CLK_TCK")
 
-    def _snapshot(self) -> tuple[float, float, float]:
+    def _snapshot(self) -> tuple[float, float, dict[int, float]]:
         with open("/proc/stat", encoding="ascii") as stat:
             values = [int(v) for v in stat.readline().split()[1:9]]
         busy = (sum(values) - values[3] - values[4]) / self._tick  # minus idle, iowait
-        ours = 0.0
+        ours: dict[int, float] = {}
         for pid in self.pids:
             try:
                 with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
                     fields = stat.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            ours += sum(int(f) for f in fields[11:15]) / self._tick  # utime..cstime
+            ours[pid] = sum(int(f) for f in fields[11:15]) / self._tick  # utime..cstime
         return time.monotonic(), busy, ours
 
     def start(self, phase: str) -> None:
@@ -359,10 +360,15 @@ class CpuMonitor:
 
     def stop(self, phase: str) -> None:
         (t0, busy0, ours0), (t1, busy1, ours1) = self._start[phase], self._snapshot()
-        other = max(0.0, (busy1 - busy0) - (ours1 - ours0))
+        by_process = {
+            self.names.get(pid, str(pid)): ours1[pid] - ours0.get(pid, 0.0) for pid in ours1
+        }
+        ours = sum(by_process.values())
+        other = max(0.0, (busy1 - busy0) - ours)
         self.phases[phase] = {
             "wall_s": t1 - t0,
-            "ours_cpu_s": ours1 - ours0,
+            "ours_cpu_s": ours,
+            "by_process_cpu_s": by_process,
             "other_cpu_s": other,
             "other_fraction": other / ((os.cpu_count() or 1) * (t1 - t0)),
         }
@@ -453,6 +459,9 @@ def main() -> None:
             bench = Bench(broker.bootstrap, names)
             workers = [ServeProcess("w1", broker.bootstrap, group, names.prefix, refcat, tmp)]
             cpu.pids += [broker.pid, workers[0].process.pid]
+            cpu.names.update(
+                {os.getpid(): "bench", broker.pid: "broker", workers[0].process.pid: "w1"}
+            )
             try:
                 workers[0].wait_ready()
                 prime(bench, small, workers, 9000)
@@ -474,6 +483,7 @@ def main() -> None:
                     ServeProcess("w2", broker.bootstrap, group, names.prefix, refcat, tmp)
                 )
                 cpu.pids.append(workers[1].process.pid)
+                cpu.names[workers[1].process.pid] = "w2"
                 workers[1].wait_ready()
                 primed = prime(bench, small, workers, 9100)
                 cpu.start("two_workers")

@@ -84,3 +84,19 @@ def test_writing_after_close_is_an_error(tmp_path):
     out.close()  # idempotent
     with pytest.raises(ValueError, match="closed"):
         out.write(b"x")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float64, np.int16])
+@pytest.mark.parametrize("lead", [0, 3, CHUNK_BYTES - 2])
+def test_big_endian_values_straight_into_the_file(tmp_path, dtype, lead):
+    """Values straddling the staging-buffer end (after ``lead`` odd bytes) included."""
+    values = (np.arange(7 * (CHUNK_BYTES // 28 + 143)) * 7 - 5000).astype(dtype).reshape(-1, 7)
+    path = tmp_path / "f"
+    with DirectFileWriter(path) as out:
+        out.write(b"h" * lead)
+        assert out.write_big_endian(values) == values.nbytes
+        out.write(b"t")
+        assert out.tell() == lead + values.nbytes + 1
+    expected = b"h" * lead + values.astype(values.dtype.newbyteorder(">")).tobytes() + b"t"
+    assert path.read_bytes() == expected
+    assert values.dtype.isnative  # the caller's array is never swapped

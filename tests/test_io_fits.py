@@ -17,7 +17,7 @@ from realdata import REAL, requires_real_data
 
 from promptcal.errors import InvalidInputError
 from promptcal.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
-from promptcal.io import read_exposure, read_extra_hdus, write_exposure
+from promptcal.io import build_hdulist, read_exposure, read_extra_hdus, write_exposure
 
 DECAM = REAL / "decam-legacypipe-n6"
 DECAM_IMAGE = DECAM / "c4d_171113_060340_ooi_r_ls9.N6.fits"
@@ -301,6 +301,22 @@ def test_write_is_atomic_and_overwrites(tmp_path):
         write_exposure(exposure, target, extra_hdus=[clash])
     assert target.read_bytes() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["calexp.fits"]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_written_bytes_equal_astropys_own_writeto(tmp_path, compress):
+    """The one-pass plane writer produces exactly the file astropy would."""
+    exposure = make_exposure(shape=(37, 53))
+    extras = [
+        fits.ImageHDU(np.arange(12.0).reshape(3, 4), name="PSF"),
+        fits.BinTableHDU.from_columns([fits.Column("a", "D", array=[1.0, 2.0])], name="T"),
+        fits.ImageHDU(np.ones((2, 2), np.float32), name="BKGD0"),
+    ]
+    write_exposure(exposure, tmp_path / "ours.fits", extra_hdus=extras, compress=compress)
+    build_hdulist(exposure, extra_hdus=extras, compress=compress).writeto(
+        tmp_path / "astropy.fits", output_verify="exception"
+    )
+    assert (tmp_path / "ours.fits").read_bytes() == (tmp_path / "astropy.fits").read_bytes()
 
 
 def test_write_leaves_the_callers_planes_untouched(tmp_path):

@@ -22,6 +22,8 @@ import mmap
 import os
 import threading
 
+import numpy as np
+
 #: Alignment of direct-I/O buffers, sizes and file offsets [bytes].
 ALIGNMENT = 4096
 #: Size of one staging buffer (a multiple of ALIGNMENT) [bytes].
@@ -101,6 +103,34 @@ class DirectFileWriter(io.RawIOBase):
                 self._write_out(CHUNK_BYTES)
         self._size += total
         return total
+
+    def write_big_endian(self, array: np.ndarray) -> int:
+        """Append ``array`` 's values in big-endian byte order (FITS), converting them
+        straight into the staging buffer: one pass, no full-size copy.
+
+        Returns the number of bytes written.
+        """
+        if self.closed:
+            raise ValueError("write to a closed DirectFileWriter")
+        flat = np.ascontiguousarray(array).reshape(-1)
+        target = flat.dtype.newbyteorder(">")
+        itemsize = target.itemsize
+        position = 0
+        while position < flat.size:
+            room = (CHUNK_BYTES - self._filled) // itemsize
+            if room == 0:  # one value straddles the chunk end: copy its bytes
+                self.write(flat[position : position + 1].astype(target).tobytes())
+                position += 1
+                continue
+            take = min(room, flat.size - position)
+            staging = np.frombuffer(self._buffer, target, take, self._filled)
+            staging[...] = flat[position : position + take]
+            self._filled += take * itemsize
+            self._size += take * itemsize
+            position += take
+            if self._filled == CHUNK_BYTES:
+                self._write_out(CHUNK_BYTES)
+        return flat.size * itemsize
 
     def _write_out(self, length: int) -> None:
         done = 0

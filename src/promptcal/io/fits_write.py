@@ -16,6 +16,7 @@ reads them meanwhile.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -41,6 +42,9 @@ from .header import (
 
 log = logging.getLogger(__name__)
 
+#: FITS block size: headers and data are padded to a multiple of it [bytes].
+FITS_BLOCK = 2880
+
 #: Lossless tile compression: floats are gzipped without quantisation, ints Rice-coded.
 _FLOAT_COMPRESSION = {"compression_type": "GZIP_2", "quantize_level": 0.0}
 _INT_COMPRESSION = {"compression_type": "RICE_1"}
@@ -64,7 +68,7 @@ def _primary_header(exposure: Exposure) -> fits.Header:
 def _plane_hdu(data: np.ndarray, header: fits.Header, name: str, compress: bool) -> Any:
     header["EXTNAME"] = name
     if not compress:
-        return fits.ImageHDU(_big_endian(data), header=header, name=name)
+        return fits.ImageHDU(data, header=header, name=name)
     options = _FLOAT_COMPRESSION if data.dtype.kind == "f" else _INT_COMPRESSION
     return fits.CompImageHDU(data, header=header, name=name, **options)
 
@@ -111,9 +115,47 @@ def _native(array: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _big_endian(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous big-endian copy (FITS byte order) of a native array."""
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">"))
+def _write_hdulist(hdul: fits.HDUList, stream: DirectFileWriter) -> None:
+    """Write ``hdul`` as astropy would, but the pixel planes in one pass.
+
+    astropy byte-swaps native planes in place, writes them, and swaps them back (three
+    passes over 200 MB, and the caller's arrays are briefly wrong). Here astropy
+    renders every header and the small HDUs, and the uncompressed planes go through
+    :meth:`DirectFileWriter.write_big_endian`. ``tests/test_io_fits.py`` checks the
+    bytes against astropy's own ``writeto``.
+    """
+    hdul.update_extend()
+    primary, *rest = hdul
+    for hdu in (primary, *filter(_is_plain_plane, rest)):
+        hdu.verify("exception")  # astropy's writeto verifies the others
+    if primary.data is not None:
+        raise ValueError("the primary HDU of an exposure carries no data")
+    stream.write(primary.header.tostring().encode("ascii"))
+    others: list[Any] = []
+    for hdu in [*rest, None]:
+        if hdu is not None and not _is_plain_plane(hdu):
+            others.append(hdu)
+            continue
+        if others:  # astropy renders them behind a throw-away primary
+            buffer = io.BytesIO()
+            fits.HDUList([fits.PrimaryHDU(), *others]).writeto(buffer)
+            skip = len(fits.PrimaryHDU().header.tostring())
+            stream.write(buffer.getbuffer()[skip:])
+            others = []
+        if hdu is not None:
+            stream.write(hdu.header.tostring().encode("ascii"))
+            written = stream.write_big_endian(hdu.data)
+            stream.write(bytes(-written % FITS_BLOCK))
+
+
+def _is_plain_plane(hdu) -> bool:
+    return (
+        type(hdu) is fits.ImageHDU
+        and hdu.data is not None
+        and hdu.data.dtype.kind in "fi"
+        and hdu.header.get("BZERO", 0) == 0
+        and hdu.header.get("BSCALE", 1) == 1
+    )
 
 
 def write_exposure(
@@ -153,7 +195,7 @@ def write_exposure(
     try:
         stream = DirectFileWriter(tmp, sync=durable)
         try:
-            hdul.writeto(stream, output_verify="exception")
+            _write_hdulist(hdul, stream)
         except BaseException:
             stream.abort()
             raise
