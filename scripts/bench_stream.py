@@ -208,7 +208,7 @@ class Bench:
                 "bootstrap.servers": bootstrap,
                 "group.id": "bench",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,  # as the worker's consumer: results come at once
+                "fetch.wait.max.ms": 500,  # as the worker: long poll, answered on arrival
             }
         )
         # From the beginning (Tansu's ListOffsets is unreliable for the end); results
@@ -408,6 +408,7 @@ def burst(bench: Bench, big: list[str], visit0: int, timeout: float) -> dict:
         "seconds": last - start,
         "exposures_per_s": len(visits) / (last - start),
         "visits": visits,
+        "start": start,
     }
 
 
@@ -535,13 +536,23 @@ def main() -> None:
             ],
         },
         "throughput": {
-            "one_worker": {k: v for k, v in one.items() if k != "visits"},
-            "two_workers": {k: v for k, v in two.items() if k != "visits"},
+            "one_worker": {k: v for k, v in one.items() if k not in ("visits", "start")},
+            "two_workers": {k: v for k, v in two.items() if k not in ("visits", "start")},
             "ratio_two_to_one": ratio,
             "two_workers_split": sorted(len(v) for v in by_worker.values()),
             "priming_rounds_two_workers": primed,
             "breakdown_median_one_worker": breakdown(bench, records, one["visits"]),
             "breakdown_median_two_workers": breakdown(bench, records, two["visits"]),
+            # [worker, result time after the burst, wall, read, calibrate, write] [s]
+            "per_exposure_two_workers": [
+                [
+                    records[v].worker.rsplit("/", 1)[-1],
+                    round(bench.results[v][1] - two["start"], 3),
+                    round(records[v].wall_time, 3),
+                    *(round(records[v].stage_timings.get(k, -1.0), 3) for k in STAGES),
+                ]
+                for v in two["visits"]
+            ],
         },
         "worker_exit_codes": codes,
         "limits": LIMITS,

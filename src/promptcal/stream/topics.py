@@ -176,7 +176,9 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
 
     Offsets are stored by the application only after the outputs are delivered
     (``enable.auto.offset.store=false``, then ``store_offsets``), and committed in the
-    background; ``fetch.wait.max.ms=10`` bounds the fetch latency; a new group starts
+    background; fetches long-poll (``fetch.wait.max.ms=500``: the broker answers as soon
+    as a message arrives, measured 0.7 ms median on the bundled broker, so the wait
+    only bounds idle polling: 10 ms cost the broker ~0.07 of a core); a new group starts
     from the earliest offset so no message published before the first worker is lost.
     The range assignor gives partition ``i`` of ``next-visit`` and of ``image-ready`` to
     the same member (co-partitioning); sticky or round-robin assignors would not.
@@ -190,7 +192,7 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         "enable.auto.commit": True,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "range",
-        "fetch.wait.max.ms": 10,
+        "fetch.wait.max.ms": 500,
         "max.poll.interval.ms": 900_000,
     }
     config.update(overrides)
