@@ -208,7 +208,7 @@ class Bench:
                 "bootstrap.servers": bootstrap,
                 "group.id": "bench",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 500,  # as the worker: long poll, answered on arrival
+                "fetch.wait.max.ms": 50,  # as the worker's consumer
             }
         )
         # From the beginning (Tansu's ListOffsets is unreliable for the end); results

@@ -50,7 +50,7 @@ class ResultWatcher:
                 "bootstrap.servers": bootstrap,
                 "group.id": f"promptcal-replay-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 500,  # long poll: answered when a result arrives
+                "fetch.wait.max.ms": 50,  # as the worker (promptcal.stream.topics)
             }
         )
         wanted = [topics.calibrated, topics.metrics, topics.dead_letter]
