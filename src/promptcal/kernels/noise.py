@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from .order_statistics import select_kth
 
 _MT_N = 624
 _MT_M = 397
@@ -270,38 +271,9 @@ def unmasked_samples(image, mask, stride, bad):
 
 
 @kernel
-def _select(buf, lo, hi, k):
-    """Reorder ``buf[lo:hi]`` so that ``buf[k]`` is its order statistic; return it.
-
-    Hoare quickselect: afterwards ``buf[lo:k] <= buf[k] <= buf[k+1:hi]``.
-    """
-    hi -= 1
-    while hi > lo:
-        pivot = buf[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            return buf[k]
-    return buf[k]
-
-
-@kernel
 def _middle_of(buf, n, k_lo, k_hi):
     """Order statistics k_lo and k_hi = k_lo or k_lo + 1 of ``buf[:n]`` (reordered)."""
-    a = _select(buf, 0, n, k_lo)
+    a = select_kth(buf, 0, n, k_lo)
     if k_hi == k_lo:
         return a, a
     b = buf[k_lo + 1]
@@ -327,8 +299,8 @@ def middle_values(values):
     # ±6σ of the subsample rank of the middle value: misses are ~1e-9 events.
     margin = int(3.0 * np.sqrt(sample.size)) + 2
     centre = int(k_hi / n * sample.size)
-    lo = _select(sample, 0, sample.size, max(centre - margin, 0))
-    hi = _select(sample, 0, sample.size, min(centre + margin, sample.size - 1))
+    lo = select_kth(sample, 0, sample.size, max(centre - margin, 0))
+    hi = select_kth(sample, 0, sample.size, min(centre + margin, sample.size - 1))
     below = 0
     inside = np.empty(n, values.dtype)
     m = 0

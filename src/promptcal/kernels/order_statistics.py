@@ -18,7 +18,7 @@ _N_SAMPLE = 256
 
 
 @kernel
-def _select(buf, lo, hi, k):
+def select_kth(buf, lo, hi, k):
     """Partially sort ``buf[lo:hi]`` in place so that ``buf[k]`` is its order statistic.
 
     Afterwards ``buf[lo:k] <= buf[k] <= buf[k+1:hi]`` (Hoare quickselect).
@@ -97,7 +97,7 @@ def order_statistics_into(buf, n, ranks, out, slots, counts, work):
     if not (sd > 0.0):
         start = 0
         for m in range(ranks.size):
-            out[m] = _select(buf, start, n, ranks[m])
+            out[m] = select_kth(buf, start, n, ranks[m])
             start = ranks[m]
         return
     # Slot of each value: 0 below mean - 5 sd, 1..N_SLOTS inside, N_SLOTS + 1 above.
@@ -141,7 +141,7 @@ def order_statistics_into(buf, n, ranks, out, slots, counts, work):
             counts[slots[i]] = c - 1
     for r in range(ranks.size):
         o = seg_start[r]
-        out[r] = _select(work, o, o + seg_size[r], o + ranks[r] - seg_rank[r])
+        out[r] = select_kth(work, o, o + seg_size[r], o + ranks[r] - seg_rank[r])
 
 
 @kernel
