@@ -22,7 +22,7 @@ from promptcal.kernels.cosmic_rays import (
     mask_cosmic_rays,
 )
 from promptcal.kernels.deblend import assign_children, line_minimum, separate_peaks
-from promptcal.kernels.detect import clear_bits, kept_pixels, set_bits_where_labelled
+from promptcal.kernels.detect import clear_bits, kept_pixels
 from promptcal.kernels.maskops import any_bits_set, bits_set
 from promptcal.kernels.noise import footprint_noise, replacement_noise
 from promptcal.kernels.psf import pixel_psf_stamps
@@ -419,7 +419,7 @@ def test_bits_set_and_any_bits_set(bits):
     assert not any_bits_set(np.where(expected, 0, mask).astype(np.int32), bits)
 
 
-def test_kept_pixels_set_bits_where_labelled_and_clear_bits():
+def test_kept_pixels_and_clear_bits():
     rng = np.random.default_rng(31)
     labels = rng.integers(0, 9, (25, 34)).astype(np.int32)
     keep = rng.random(8) < 0.5
@@ -430,11 +430,6 @@ def test_kept_pixels_set_bits_where_labelled_and_clear_bits():
     assert got.any() and not got.all()
 
     mask = _random_mask(rng, labels.shape)
-    for bit in (np.int32(1 << 4), SIGN_BIT):
-        out = mask.copy()
-        assert set_bits_where_labelled(out, labels, bit) is None  # in place
-        assert_array_equal(out, np.where(labels != 0, mask | bit, mask))
-
     for bits in (np.int32(1 << 4), np.int32((1 << 7) | 1), SIGN_BIT | np.int32(6), np.int32(0)):
         out = mask.copy()
         assert clear_bits(out, bits) is None

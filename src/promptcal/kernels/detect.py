@@ -118,35 +118,6 @@ def significance_above(smoothed, smoothed_var, threshold, polarity):
 
 
 @kernel
-def label_peak_significance(labels, n_labels, smoothed, smoothed_var, polarity):
-    """Per label: maximum significance and the (x, y) array position where it occurs.
-
-    Returns
-    -------
-    peak_sig : numpy.ndarray
-        float64 (n_labels,) maximum of polarity × smoothed / √var [σ].
-    peak_x, peak_y : numpy.ndarray
-        int64 (n_labels,) array coordinates of that maximum.
-    """
-    peak_sig = np.full(n_labels, -np.inf)
-    peak_x = np.zeros(n_labels, np.int64)
-    peak_y = np.zeros(n_labels, np.int64)
-    height, width = labels.shape
-    for y in range(height):
-        for x in range(width):
-            lab = labels[y, x]
-            if lab > 0:
-                var = smoothed_var[y, x]
-                if var > 0:
-                    sig = polarity * smoothed[y, x] / np.sqrt(var)
-                    if sig > peak_sig[lab - 1]:
-                        peak_sig[lab - 1] = sig
-                        peak_x[lab - 1] = x
-                        peak_y[lab - 1] = y
-    return peak_sig, peak_x, peak_y
-
-
-@kernel
 def grow_spans(row_start, x0, x1, radius, width):
     """Grow a span set isotropically by ``radius`` pixels.
 
@@ -436,16 +407,6 @@ def clear_and_set_bits(mask, clear, row_start, x0, x1, bit):
                 mask[y, x] &= inverse
         for s in range(row_start[y], row_start[y + 1]):
             for x in range(x0[s], x1[s] + 1):
-                mask[y, x] |= bit
-
-
-@kernel
-def set_bits_where_labelled(mask, labels, bit):
-    """``mask |= bit`` wherever ``labels`` is non-zero (in place)."""
-    height, width = labels.shape
-    for y in range(height):
-        for x in range(width):
-            if labels[y, x] != 0:
                 mask[y, x] |= bit
 
 
