@@ -22,7 +22,7 @@ from promptcal.kernels.cosmic_rays import (
     mask_cosmic_rays,
 )
 from promptcal.kernels.deblend import assign_children, line_minimum, separate_peaks
-from promptcal.kernels.detect import clear_bits, kept_pixels
+from promptcal.kernels.detect import kept_pixels
 from promptcal.kernels.maskops import any_bits_set, bits_set
 from promptcal.kernels.noise import footprint_noise, replacement_noise
 from promptcal.kernels.psf import pixel_psf_stamps
@@ -419,7 +419,7 @@ def test_bits_set_and_any_bits_set(bits):
     assert not any_bits_set(np.where(expected, 0, mask).astype(np.int32), bits)
 
 
-def test_kept_pixels_and_clear_bits():
+def test_kept_pixels():
     rng = np.random.default_rng(31)
     labels = rng.integers(0, 9, (25, 34)).astype(np.int32)
     keep = rng.random(8) < 0.5
@@ -428,14 +428,6 @@ def test_kept_pixels_and_clear_bits():
     assert got.dtype == np.bool_
     assert_array_equal(got, (labels > 0) & keep[np.maximum(labels - 1, 0)])
     assert got.any() and not got.all()
-
-    mask = _random_mask(rng, labels.shape)
-    for bits in (np.int32(1 << 4), np.int32((1 << 7) | 1), SIGN_BIT | np.int32(6), np.int32(0)):
-        out = mask.copy()
-        assert clear_bits(out, bits) is None
-        assert out.dtype == np.int32
-        assert_array_equal(out, mask & ~bits)
-        assert not (out & bits).any()
 
 
 # ------------------------------------------------------------------ replacement noise

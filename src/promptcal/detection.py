@@ -15,14 +15,8 @@ from .exposure import Exposure
 from .footprints import Footprints
 from .kernels.components import paint_labels, select_spans, span_bboxes, span_components
 from .kernels.convolve import gaussian_taps, smooth_image, smooth_image_and_variance
-from .kernels.detect import (
-    clear_and_set_bits,
-    component_peaks,
-    find_peaks_in_spans,
-    grow_spans,
-    set_bits_on_spans,
-    threshold_spans,
-)
+from .kernels.detect import component_peaks, find_peaks_in_spans, grow_spans, threshold_spans
+from .kernels.maskops import clear_and_set_bits, set_bits_on_spans
 
 log = logging.getLogger(__name__)
 

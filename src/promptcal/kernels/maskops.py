@@ -1,4 +1,4 @@
-"""Single-pass mask-plane operations on int32 masks."""
+"""Single-pass mask-plane operations on int32 masks (whole planes or span sets)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,33 @@ def any_bits_set(mask, bits):
         if found:
             return True
     return False
+
+
+@kernel
+def clear_and_set_bits(mask, clear, row_start, x0, x1, bit):
+    """``mask &= ~clear`` everywhere, then ``mask |= bit`` on a span set (in place).
+
+    One pass over the mask, each row updated while it is in cache.
+    """
+    height, width = mask.shape
+    inverse = ~clear
+    for y in range(height):
+        # Rows without the bits (all rows, in a first pass) are only read.
+        found = np.int32(0)
+        for x in range(width):
+            found |= mask[y, x] & clear
+        if found != 0:
+            for x in range(width):
+                mask[y, x] &= inverse
+        for s in range(row_start[y], row_start[y + 1]):
+            for x in range(x0[s], x1[s] + 1):
+                mask[y, x] |= bit
+
+
+@kernel
+def set_bits_on_spans(mask, row_start, x0, x1, bit):
+    """``mask |= bit`` on the pixels of a span set (in place)."""
+    for y in range(row_start.size - 1):
+        for s in range(row_start[y], row_start[y + 1]):
+            for x in range(x0[s], x1[s] + 1):
+                mask[y, x] |= bit
