@@ -591,6 +591,52 @@ def test_unwritable_output_exits_transient_without_committing(stream, kafka_brok
 
 
 @pytest.mark.kafka
+def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_path, monkeypatch):
+    """Offsets are committed only once the products are durable: a storage that keeps
+    failing the fsync (after the result went out) ends the worker with nothing committed,
+    so the exposure is redone (an identical re-publication)."""
+
+    def failing_sync(paths, **_):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("promptcal.outputs.sync_paths", failing_sync)  # used by make_durable
+    names = TopicNames(f"d{uuid.uuid4().hex[:8]}.")
+    create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = WorkerSettings(
+        bootstrap=kafka_broker.bootstrap,
+        group_id=group,
+        output=str(tmp_path / "out"),
+        topic_prefix=names.prefix,
+        http_host="127.0.0.1",
+        http_port=0,
+        retries=1,
+        retry_backoff=0.01,
+        do_warmup=False,
+        consumer_overrides=FAST_GROUP,
+    )
+    message = image_ready(MAIN_VISITS[0], 0, 0, stream.snaps[(1, 0)][0])
+    producer = Producer(producer_config(kafka_broker.bootstrap))
+    produce(producer, names.image_ready, encode(message), message.key())
+    worker = Worker(
+        settings,
+        config=CalibrateImageConfig(),
+        refcat=RefcatLoader(stream.refcat),
+        camera=load_camera(stream.camera_path),
+    )
+    watchdog = threading.Timer(60, worker.request_stop)
+    watchdog.start()
+    try:
+        with pytest.raises(TransientError, match="syncing products"):
+            worker.run()
+    finally:
+        watchdog.cancel()
+    assert len(read_topic(kafka_broker.bootstrap, names.calibrated, timeout=5)) == 1
+    offsets = committed_and_end(kafka_broker.bootstrap, group, names.image_ready)
+    assert all(committed < 0 for committed, _ in offsets.values()), offsets
+
+
+@pytest.mark.kafka
 def test_serve_is_ready_fast_and_drains_on_sigterm(kafka_broker, tmp_path, record_property):
     big = [Visit(v, 150.0 + 0.2 * v, 2.0, n_stars=400, detectors=(0,)) for v in (1, 2, 3, 4)]
     stream = simulate_stream(tmp_path / "big", big, size=2048)
