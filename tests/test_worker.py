@@ -549,27 +549,21 @@ def _sample(text: str, name: str) -> float:
 # -- failure and lifecycle ---------------------------------------------------------------
 
 
-@pytest.mark.kafka
-def test_unwritable_output_exits_transient_without_committing(stream, kafka_broker, tmp_path):
-    names = TopicNames(f"f{uuid.uuid4().hex[:8]}.")
-    create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("a file where the product root should be")
-    group = f"g-{uuid.uuid4().hex[:8]}"
+def _run_one_exposure(stream, kafka_broker, names, group, output, *, retries):
+    """Publish one image-ready and run a worker on it until it stops (60 s at most)."""
     settings = WorkerSettings(
         bootstrap=kafka_broker.bootstrap,
         group_id=group,
-        output=str(blocker),
+        output=str(output),
         topic_prefix=names.prefix,
         http_host="127.0.0.1",
         http_port=0,
-        retries=2,
+        retries=retries,
         retry_backoff=0.01,
         do_warmup=False,
         consumer_overrides=FAST_GROUP,
     )
-    v = MAIN_VISITS[0]
-    message = image_ready(v, 0, 0, stream.snaps[(1, 0)][0])
+    message = image_ready(MAIN_VISITS[0], 0, 0, stream.snaps[(1, 0)][0])
     producer = Producer(producer_config(kafka_broker.bootstrap))
     produce(producer, names.image_ready, encode(message), message.key())
     worker = Worker(
@@ -581,10 +575,20 @@ def test_unwritable_output_exits_transient_without_committing(stream, kafka_brok
     watchdog = threading.Timer(60, worker.request_stop)  # bound the test if it never fails
     watchdog.start()
     try:
-        with pytest.raises(TransientError, match="after 2 retries"):
-            worker.run()
+        return worker.run()
     finally:
         watchdog.cancel()
+
+
+@pytest.mark.kafka
+def test_unwritable_output_exits_transient_without_committing(stream, kafka_broker, tmp_path):
+    names = TopicNames(f"f{uuid.uuid4().hex[:8]}.")
+    create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the product root should be")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TransientError, match="after 2 retries"):
+        _run_one_exposure(stream, kafka_broker, names, group, blocker, retries=2)
     offsets = committed_and_end(kafka_broker.bootstrap, group, names.image_ready)
     assert all(committed < 0 for committed, _ in offsets.values()), offsets  # nothing
     assert read_topic(kafka_broker.bootstrap, names.calibrated, timeout=2) == []
@@ -603,34 +607,8 @@ def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_pa
     names = TopicNames(f"d{uuid.uuid4().hex[:8]}.")
     create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(
-        bootstrap=kafka_broker.bootstrap,
-        group_id=group,
-        output=str(tmp_path / "out"),
-        topic_prefix=names.prefix,
-        http_host="127.0.0.1",
-        http_port=0,
-        retries=1,
-        retry_backoff=0.01,
-        do_warmup=False,
-        consumer_overrides=FAST_GROUP,
-    )
-    message = image_ready(MAIN_VISITS[0], 0, 0, stream.snaps[(1, 0)][0])
-    producer = Producer(producer_config(kafka_broker.bootstrap))
-    produce(producer, names.image_ready, encode(message), message.key())
-    worker = Worker(
-        settings,
-        config=CalibrateImageConfig(),
-        refcat=RefcatLoader(stream.refcat),
-        camera=load_camera(stream.camera_path),
-    )
-    watchdog = threading.Timer(60, worker.request_stop)
-    watchdog.start()
-    try:
-        with pytest.raises(TransientError, match="syncing products"):
-            worker.run()
-    finally:
-        watchdog.cancel()
+    with pytest.raises(TransientError, match="syncing products"):
+        _run_one_exposure(stream, kafka_broker, names, group, tmp_path / "out", retries=1)
     assert len(read_topic(kafka_broker.bootstrap, names.calibrated, timeout=5)) == 1
     offsets = committed_and_end(kafka_broker.bootstrap, group, names.image_ready)
     assert all(committed < 0 for committed, _ in offsets.values()), offsets
