@@ -148,12 +148,11 @@ def run_child(kind: str, path: str, repeat: int, refcat: str | None = None) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def simulate(args, directory: Path) -> tuple[str, str, dict]:
-    from promptcal.io import write_exposure
-    from promptcal.refcat import build_refcat
-    from promptcal.simulate import SkyConfig, refcat_table_from_truth, simulate_exposure
+def sky_config(args, **overrides):
+    """The benchmark sky (also ``bench_stream.py``'s): size, stars, PSF from ``args``."""
+    from promptcal.simulate import SkyConfig
 
-    config = SkyConfig(
+    return SkyConfig(
         width=args.width,
         height=args.height,
         n_stars=args.stars,
@@ -161,7 +160,16 @@ def simulate(args, directory: Path) -> tuple[str, str, dict]:
         psf_fwhm=args.fwhm,
         n_galaxies=args.stars // 15,
         n_cosmic_rays=50,
+        **overrides,
     )
+
+
+def simulate(args, directory: Path) -> tuple[str, str, dict]:
+    from promptcal.io import write_exposure
+    from promptcal.refcat import build_refcat
+    from promptcal.simulate import refcat_table_from_truth, simulate_exposure
+
+    config = sky_config(args)
     sim = simulate_exposure(config, seed=args.seed)
     path = directory / "bench_exposure.fits"
     write_exposure(sim.exposure, path)

@@ -45,7 +45,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench_core import SINGLE_THREAD_ENV  # scripts/ is on sys.path when run as a script
+from bench_core import SINGLE_THREAD_ENV, sky_config  # scripts/ is on sys.path as a script
 
 INSTRUMENT = "BenchCam"
 PARTITIONS = 2
@@ -66,17 +66,7 @@ def simulate(args, directory: Path) -> tuple[list[str], list[str], str]:
 
     big, small, truths = [], [], []
     for k in range(args.exposures):
-        config = SkyConfig(
-            width=args.width,
-            height=args.height,
-            n_stars=args.stars,
-            star_flux_min=args.flux_min,
-            psf_fwhm=args.fwhm,
-            n_galaxies=args.stars // 15,
-            n_cosmic_rays=50,
-            ra=150.0 + k,
-            exposure_id=k + 1,
-        )
+        config = sky_config(args, ra=150.0 + k, exposure_id=k + 1)
         sim = simulate_exposure(config, seed=args.seed + k)
         truths.append(_unique_ids(sim.truth, k))
         path = directory / f"big{k}.fits"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
 _tuned = False
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library (raises OSError where it cannot be loaded)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def tune_allocator() -> bool:
@@ -40,10 +47,8 @@ def tune_allocator() -> bool:
     global _tuned
     if _tuned:
         return True
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         log.debug("mallopt unavailable; allocator left as is")
         return False
@@ -75,7 +80,7 @@ def reserve_heap(nbytes: int) -> bool:
     """
     if nbytes <= 0 or not tune_allocator():
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _libc()
     libc.malloc.argtypes = (ctypes.c_size_t,)
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = (ctypes.c_void_p,)

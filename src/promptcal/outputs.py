@@ -176,6 +176,7 @@ def write_background(
     """``background.fits``: an empty primary HDU plus one ``BKGD<i>`` HDU per element
     (``background_hdus``: ``background.to_hdus()`` when already built)."""
     hdus = background_hdus if background_hdus is not None else background.to_hdus()
+    # Copies: write_products renders the same HDUs into the calexp on another thread.
     hdul = fits.HDUList([fits.PrimaryHDU(), *(hdu.copy() for hdu in hdus)])
     return atomic_write(path, lambda tmp: hdul.writeto(tmp, overwrite=True))
 

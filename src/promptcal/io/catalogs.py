@@ -1,4 +1,4 @@
-"""Atomic file writes and Parquet catalogs with units and slot aliases.
+"""Parquet catalogs with units and slot aliases, and JSON-safe values.
 
 Catalogs are written through pyarrow (astropy needs pandas to read Parquet back):
 units and descriptions go into the field metadata, the slot map into the schema
@@ -9,12 +9,10 @@ name (marked ``alias_of``) so plain Parquet readers see e.g. ``slot_PsfFlux_flux
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,79 +24,10 @@ from astropy.table import MaskedColumn, Table
 
 from ..catalog import SourceCatalog
 from ..errors import InvalidInputError
+from .files import atomic_write, sync_paths  # noqa: F401 (re-exported: the products API)
 
 _SLOTS_KEY = b"promptcal.slots"
 _META_KEY = b"promptcal.meta"
-
-
-# ----------------------------------------------------------------------------- atomic
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-def sync_paths(paths, *, drop_cache: bool = False, missing_ok: bool = False) -> list[Path]:
-    """``fsync`` each file, then each distinct parent directory (so the renames that
-    put them in place survive a crash too).
-
-    Parameters
-    ----------
-    paths : iterable of path
-        Files written earlier (e.g. with ``durable=False``).
-    drop_cache : bool
-        Then evict the files' pages from the page cache (``POSIX_FADV_DONTNEED``;
-        they are clean after the fsync). A worker writes ~200 MB per exposure: on
-        virtual machines, page-cache pages taken from memory the hypervisor reclaimed
-        cost ~2 µs per 4 kB page (0.45 s per calexp), while pages just evicted are
-        reused at memory speed (0.03 s). Later readers read from disk instead.
-    missing_ok : bool
-        Skip files that no longer exist (removed after they were written) instead of
-        raising ``FileNotFoundError``.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files that were missing (empty unless ``missing_ok``).
-    """
-    directories: dict[str, None] = {}
-    can_drop = drop_cache and hasattr(os, "posix_fadvise")
-    missing: list[Path] = []
-    for path in paths:
-        try:
-            fd = os.open(os.fspath(path), os.O_RDONLY)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
-            missing.append(Path(path))
-            continue
-        try:
-            os.fsync(fd)
-            if can_drop:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        directories[os.path.dirname(os.path.abspath(path))] = None
-    for directory in directories:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return missing
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -152,15 +152,14 @@ class DirectFileWriter(io.RawIOBase):
             if self.sync:
                 os.fsync(self._fd)
         finally:
-            os.close(self._fd)
-            self._view.release()
-            _give_back(self._buffer)
-            super().close()
+            self._release()
 
     def abort(self) -> None:
         """Close without flushing the tail (the caller deletes the partial file)."""
-        if self.closed:
-            return
+        if not self.closed:
+            self._release()
+
+    def _release(self) -> None:
         os.close(self._fd)
         self._view.release()
         _give_back(self._buffer)

@@ -15,11 +15,9 @@ reads them meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +27,7 @@ from astropy.io import fits
 from ..errors import InvalidInputError
 from ..exposure import Exposure
 from .direct import DirectFileWriter
+from .files import atomic_write
 from .fits_read import PLANE_NAMES
 from .frames import origin_cards, wcs_to_header
 from .header import (
@@ -187,12 +186,8 @@ def write_exposure(
         only the metadata is then left to flush.
     """
     hdul = build_hdulist(exposure, extra_hdus=extra_hdus, compress=compress)
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    os.close(fd)  # reopened for direct I/O
-    try:
+
+    def write(tmp: str) -> None:
         stream = DirectFileWriter(tmp, sync=durable)
         try:
             _write_hdulist(hdul, stream)
@@ -200,9 +195,5 @@ def write_exposure(
             stream.abort()
             raise
         stream.close()
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)

@@ -284,7 +284,8 @@ class ExposureProcessor:
         from ..outputs import sync_paths
 
         paths = [uri_to_path(uri) for uri in outcome.products.values()]
-        # Dropping the synced pages recycles them for the next exposure's products.
+        # Evicting the synced pages keeps the page cache from growing by every
+        # exposure's catalogs (the calexp bypasses it: promptcal.io.direct).
         missing = with_retries(
             lambda: sync_paths(paths, drop_cache=True, missing_ok=True),
             "syncing products",
