@@ -182,7 +182,7 @@ def write_exposure(
         Write the planes as lossless tile-compressed HDUs.
     durable : bool
         ``fsync`` the file before renaming it into place. With False the caller makes
-        it durable later (:func:`~promptcal.io.catalogs.sync_paths`); with direct I/O
+        it durable later (:func:`~promptcal.io.files.sync_paths`); with direct I/O
         only the metadata is then left to flush.
     """
     hdul = build_hdulist(exposure, extra_hdus=extra_hdus, compress=compress)
