@@ -318,6 +318,78 @@ def write_products(
         Product kind (``calexp``, ``stars``, ..., ``summary``) -> written path;
         ``summary.json`` is written last, so its presence marks a complete set.
     """
+    return start_products(
+        result,
+        output_dir,
+        task=task,
+        status=status,
+        error=error,
+        timings=timings,
+        make_plots=make_plots,
+        inputs=inputs,
+        durable=durable,
+    ).finish()
+
+
+class PendingProducts:
+    """Products being written: what :func:`start_products` returns.
+
+    The catalogs, footprints, background and plots are on disk (renamed into place);
+    the calexp may still be on its way to the device on its own thread, and
+    ``summary.json`` is not written yet. :meth:`finish` completes the set.
+    """
+
+    def __init__(self, out: Path, paths: dict[str, Path], calexp, pool, summary, durable):
+        self.out = out
+        self.paths = paths
+        self._calexp = calexp
+        self._pool = pool
+        self._summary = summary  # build_summary_document arguments but ``products``
+        self._durable = durable
+
+    def finish(self) -> dict[str, Path]:
+        """Wait for the calexp, write ``summary.json`` last; the products' paths.
+
+        Raises
+        ------
+        OSError
+            Writing the calexp or the summary failed (the set is incomplete: no
+            ``summary.json``; writing them all again replaces the partial set).
+        """
+        paths = self.paths
+        try:
+            if self._calexp is not None:
+                paths["calexp"] = self._calexp.result()
+        finally:
+            self._pool.shutdown(wait=True)
+        document = build_summary_document(**self._summary, products=paths)
+        if self._durable:
+            sync_paths(paths.values(), drop_cache=True)
+        paths["summary"] = write_summary_json(document, self.out / "summary.json")
+        if self._durable:
+            sync_paths([paths["summary"]])
+        return paths
+
+
+def start_products(
+    result,
+    output_dir: str | os.PathLike[str],
+    *,
+    task=None,
+    status: str = "success",
+    error: Any = None,
+    timings: Mapping[str, float] | None = None,
+    make_plots: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    durable: bool = True,
+) -> PendingProducts:
+    """Write the catalogs now and start the calexp on a thread; see :func:`write_products`
+    (same parameters) for the products.
+
+    The caller may do other work (the worker: calibrate its next exposure) while the
+    calexp's 200 MB go to the device, then calls :meth:`PendingProducts.finish`. The
+    ``result`` must not change until then.
+    """
     if status not in ("success", "failed"):
         raise InvalidInputError(f"status must be 'success' or 'failed', got {status!r}")
     error = error if error is not None else getattr(result, "failure", None)
@@ -329,10 +401,11 @@ def write_products(
     exposure = getattr(result, "output_exposure", None)
     background = getattr(result, "background", None)
     background_hdus = background.to_hdus() if background else None
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The calexp (200 MB for 4k×4k) is mostly numpy conversion and file writing,
-        # which release the GIL: it overlaps the catalogs written meanwhile.
-        calexp = None
+    # The calexp (200 MB for 4k×4k) is mostly numpy conversion and file writing, which
+    # release the GIL: it overlaps the catalogs written meanwhile.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptcal-calexp")
+    calexp = None
+    try:
         if exposure is not None:
             calexp = pool.submit(
                 write_calexp,
@@ -359,20 +432,15 @@ def write_products(
             from .outputs_plots import write_plots  # lazy: matplotlib is slow to import
 
             paths.update(write_plots(result, out, task=task))
-        if calexp is not None:
-            paths["calexp"] = calexp.result()
-    document = build_summary_document(
-        result,
-        task=task,
-        status=status,
-        error=error,
-        timings=timings,
-        inputs=[os.fspath(p) for p in inputs],
-        products=paths,
-    )
-    if durable:
-        sync_paths(paths.values(), drop_cache=True)
-    paths["summary"] = write_summary_json(document, out / "summary.json")
-    if durable:
-        sync_paths([paths["summary"]])
-    return paths
+    except BaseException:
+        pool.shutdown(wait=True)  # the calexp thread must not outlive a failed write
+        raise
+    summary = {
+        "result": result,
+        "task": task,
+        "status": status,
+        "error": error,
+        "timings": timings,
+        "inputs": [os.fspath(p) for p in inputs],
+    }
+    return PendingProducts(out, paths, calexp, pool, summary, durable)

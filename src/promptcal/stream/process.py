@@ -16,7 +16,10 @@ one exposure (and the preload record of its ``next-visit``), it returns an
   with its traceback (a poison exposure must not stall its partition forever).
 - Products go to ``<root>/<instrument>/<visit>/<detector>/``, written atomically;
   ``OSError`` s are retried with backoff, then raised as
-  :class:`~promptcal.errors.TransientError`. They are not ``fsync`` ed there: the
+  :class:`~promptcal.errors.TransientError`. The steps are separate
+  (:meth:`ExposureProcessor.calibrate`, :meth:`~ExposureProcessor.start_write`,
+  :meth:`~ExposureProcessor.finish_write`) so that the worker can calibrate the next
+  exposure while a calexp goes to the device. Products are not ``fsync`` ed there: the
   worker publishes the result first and calls :meth:`ExposureProcessor.make_durable`
   before it commits the input offsets (a crash in between redoes the exposure).
 """
@@ -130,6 +133,37 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
+@dataclass
+class Calibration:
+    """One exposure read and calibrated (successfully or not), before its products."""
+
+    pending: PendingExposure
+    task: Any
+    result: Any  # the task's Struct, partial after a failure
+    error: BaseException | None
+    inputs: list[Path]
+    started: float  # reading began [POSIX s]
+    read_time: float  # [s]
+    calib_time: float  # [s]
+    cpu_time: float  # process CPU during the task [s]
+    preload_hit: bool | None
+    preload_duration: float | None  # [s]
+
+    @property
+    def status(self) -> str:
+        """``"failed"`` if the task raised, else ``"success"``."""
+        return "failed" if self.error is not None else "success"
+
+
+@dataclass
+class ProductsInFlight:
+    """An exposure whose catalogs are written and whose calexp is on its way."""
+
+    calibration: Calibration
+    products: Any  # promptcal.outputs.PendingProducts
+    started: float  # the write began [time.perf_counter s]
+
+
 class ExposureProcessor:
     """Read, calibrate and write one exposure.
 
@@ -181,7 +215,7 @@ class ExposureProcessor:
     def process(
         self, pending: PendingExposure, record: PreloadRecord | None, preloader: Preloader
     ) -> Outcome:
-        """Calibrate one exposure and write its products.
+        """Calibrate one exposure and write its products (all three steps in turn).
 
         Raises
         ------
@@ -190,8 +224,21 @@ class ExposureProcessor:
         TransientError
             The products could not be written after the retries.
         """
+        return self.finish_write(self.start_write(self.calibrate(pending, record, preloader)))
+
+    def calibrate(
+        self, pending: PendingExposure, record: PreloadRecord | None, preloader: Preloader
+    ) -> Calibration:
+        """Read the snaps and run the task; a failure of the task is a result.
+
+        Raises
+        ------
+        InvalidInputError
+            A snap cannot be read (send the snaps to ``dead-letter``).
+        TransientError
+            Reading kept failing with storage errors.
+        """
         from ..ids import IdGenerator
-        from ..outputs import write_products
         from ..pipeline import CalibrateImageTask
         from ..task import Struct
 
@@ -227,45 +274,103 @@ class ExposureProcessor:
                 "calibration of visit %d detector %d raised", pending.visit, pending.detector
             )
             error = exc
-        calib_time = time.perf_counter() - t1
-        cpu_time = time.process_time() - cpu0
-        status = "failed" if error is not None else "success"
         hit = preloaded and self.refcat.cache_info()["misses"] == misses_before
-        out = product_dir(self.root, pending.instrument, pending.visit, pending.detector)
-        t2 = time.perf_counter()
+        return Calibration(
+            pending=pending,
+            task=task,
+            result=result,
+            error=error,
+            inputs=paths,
+            started=started,
+            read_time=read_time,
+            calib_time=time.perf_counter() - t1,
+            cpu_time=time.process_time() - cpu0,
+            preload_hit=None if record is None else bool(hit),
+            preload_duration=None if record is None else record.duration,
+        )
+
+    def start_write(self, calibration: Calibration) -> ProductsInFlight:
+        """Write the catalogs and start the calexp (see :func:`promptcal.outputs.start_products`).
+
+        Raises
+        ------
+        TransientError
+            The storage kept failing.
+        """
+        t0 = time.perf_counter()
+        out = self._product_dir(calibration)
         products = with_retries(
-            lambda: write_products(
-                result,
-                out,
-                task=task,
-                status=status,
-                error=error,
-                timings={"read": read_time},
-                inputs=paths,
-                durable=False,
-            ),
+            lambda: self._start_products(calibration, out),
             f"writing products to {out}",
             self.retries,
             self.backoff,
         )
-        timings = {**task.stage_durations(), "read": read_time, "write": time.perf_counter() - t2}
-        failure = getattr(result, "failure", None) or {}
-        summary = getattr(result, "summary", None) or {}
+        return ProductsInFlight(calibration, products, t0)
+
+    def finish_write(self, writing: ProductsInFlight) -> Outcome:
+        """Complete the products (calexp, then ``summary.json``); the exposure's outcome.
+
+        A storage error writes the whole set again, with the retries.
+
+        Raises
+        ------
+        TransientError
+            The storage kept failing.
+        """
+        calibration = writing.calibration
+        out = self._product_dir(calibration)
+        first = [writing.products]
+
+        def finish() -> dict[str, Path]:
+            products = first.pop() if first else self._start_products(calibration, out)
+            return products.finish()
+
+        products = with_retries(finish, f"writing products to {out}", self.retries, self.backoff)
+        write_time = time.perf_counter() - writing.started
+        return self._outcome(calibration, products, write_time)
+
+    def _product_dir(self, calibration: Calibration) -> Path:
+        pending = calibration.pending
+        return product_dir(self.root, pending.instrument, pending.visit, pending.detector)
+
+    def _start_products(self, calibration: Calibration, out: Path):
+        from ..outputs import start_products
+
+        return start_products(
+            calibration.result,
+            out,
+            task=calibration.task,
+            status=calibration.status,
+            error=calibration.error,
+            timings={"read": calibration.read_time},
+            inputs=calibration.inputs,
+            durable=False,
+        )
+
+    def _outcome(self, calibration: Calibration, products: dict, write_time: float) -> Outcome:
+        pending, error = calibration.pending, calibration.error
+        timings = {
+            **calibration.task.stage_durations(),
+            "read": calibration.read_time,
+            "write": write_time,
+        }
+        failure = getattr(calibration.result, "failure", None) or {}
+        summary = getattr(calibration.result, "summary", None) or {}
         return Outcome(
             instrument=pending.instrument,
             visit=pending.visit,
             detector=pending.detector,
-            status=status,
+            status=calibration.status,
             summary=summary,
             products={k: Path(v).resolve().as_uri() for k, v in sorted(products.items())},
             timings=timings,
             config_hash=self.config_hash,
-            wall_time=read_time + calib_time + timings["write"],
-            cpu_time=cpu_time,
+            wall_time=calibration.read_time + calibration.calib_time + write_time,
+            cpu_time=calibration.cpu_time,
             peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            preload_hit=None if record is None else bool(hit),
-            preload_duration=None if record is None else record.duration,
-            queue_wait=started - pending.last_produced_at,
+            preload_hit=calibration.preload_hit,
+            preload_duration=calibration.preload_duration,
+            queue_wait=calibration.started - pending.last_produced_at,
             last_produced_at=pending.last_produced_at,
             error_type=None if error is None else type(error).__name__,
             error_message=None if error is None else (str(error) or type(error).__name__),

@@ -6,11 +6,13 @@ owns the same partition numbers of both). Per message:
 - ``next-visit`` → predict the detector footprint and preload its reference shards
   (:mod:`~promptcal.stream.preload`), synchronously;
 - ``image-ready`` → collect the visit-detector's snaps (:mod:`~promptcal.stream.assembler`,
-  bounded wait), then read them, run ``CalibrateImageTask``, write the products under
-  ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames), publish the
-  ``calibrated`` message and the ``metrics`` record and wait for the broker's
-  acknowledgement (:mod:`~promptcal.stream.publish`), then ``fsync`` the products on a
-  background thread while the next message is handled;
+  bounded wait), then read them and run ``CalibrateImageTask`` on the main thread,
+  write the catalogs and start the calexp under
+  ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames); a finisher thread
+  waits for the calexp, writes ``summary.json``, publishes the ``calibrated`` message
+  and the ``metrics`` record, waits for the broker's acknowledgement
+  (:mod:`~promptcal.stream.publish`) and ``fsync`` s the products, while the main
+  thread goes on with the next message (one exposure at most in the finisher);
 - only once the products are durable are the input offsets stored and committed
   (asynchronously after each exposure, synchronously on shutdown or revocation).
   At-least-once: a crash before the commit redoes the exposure, overwriting the same
@@ -40,7 +42,7 @@ from ..metrics import WorkerMetrics
 from .assembler import OffsetTracker, PendingExposure, Position, ReceivedSnap, SnapAssembler
 from .http import HealthServer
 from .preload import Preloader
-from .process import ExposureProcessor, RawMessage
+from .process import ExposureProcessor, ProductsInFlight, RawMessage
 from .publish import OutgoingMessage, Publisher, build_messages, retry_delays, worker_identity
 from .schemas import DeadLetter, ImageReady, NextVisit, decode
 from .settings import WorkerSettings
@@ -116,10 +118,11 @@ class Worker:
         self.publisher: Publisher | None = None
         self.http_port: int | None = None
         self.ready_time: float | None = None
-        # Products are fsynced on this thread after the result is published; the
-        # exposure's offsets are stored when its sync is done (see _finish_syncs).
-        self._sync_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptcal-fsync")
-        self._syncing: list[tuple[Future, list[Position]]] = []
+        # Each exposure is finished on this thread (calexp on disk, result published,
+        # products fsynced) while the next one is calibrated; its offsets are stored
+        # when that is done (see _commit_finished).
+        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptcal-finish")
+        self._finishing: list[tuple[Future, list[Position]]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -211,7 +214,7 @@ class Worker:
             if expiry is not None:
                 wait = min(wait, expiry)
             message = self.consumer.poll(wait)
-            self._finish_syncs(wait=False)
+            self._commit_finished(wait=False)
             if message is not None:
                 self._handle(message)
             for pending in self.assembler.expired():
@@ -225,7 +228,7 @@ class Worker:
             "stopping: %d incomplete exposure(s) left uncommitted for redelivery", len(left)
         )
         self._emit("stopping", pending=[p.key for p in left])
-        self._finish_syncs(wait=True)
+        self._commit_finished(wait=True)
         if self.publisher is not None:
             self.publisher.producer.flush(self.settings.delivery_timeout)
             self.publisher = None  # the producer disconnects when collected
@@ -233,7 +236,7 @@ class Worker:
         self._close()
 
     def _close(self) -> None:
-        self._sync_pool.shutdown(wait=True)
+        self._finisher.shutdown(wait=True)
         consumer, self.consumer = self.consumer, None
         if consumer is None:
             return
@@ -261,7 +264,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Any, partitions: list) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._finish_syncs(wait=True)  # finished exposures are committed, not redone
+        self._commit_finished(wait=True)  # finished exposures are committed, not redone
         dropped = self.assembler.drop_partitions(lost)
         done = {tp: off for tp, off in self.offsets.committable().items() if tp in lost}
         self._commit(done, asynchronous=False)
@@ -272,7 +275,7 @@ class Worker:
 
     def _on_lost(self, consumer: Any, partitions: list) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._finish_syncs(wait=True, commit=False)  # the group moved on without us
+        self._commit_finished(wait=True, commit=False)  # the group moved on without us
         self.assembler.drop_partitions(lost)
         self.offsets.forget(lost)
         logger.warning("lost %d partition(s) (evicted from the group)", len(lost))
@@ -295,16 +298,17 @@ class Worker:
     def _done(self, positions: list[Position]) -> None:
         self._commit(self.offsets.done(positions), asynchronous=True)
 
-    def _finish_syncs(self, *, wait: bool, commit: bool = True) -> None:
-        """Store and commit the offsets of exposures whose products are now durable.
+    def _commit_finished(self, *, wait: bool, commit: bool = True) -> None:
+        """Store and commit the offsets of finished exposures (published and durable).
 
         Raises
         ------
         TransientError
-            A sync failed beyond its retries (its offsets stay uncommitted).
+            Writing, publishing or syncing failed beyond its retries (the exposure's
+            offsets stay uncommitted, so it is redone).
         """
-        while self._syncing and (wait or self._syncing[0][0].done()):
-            future, positions = self._syncing.pop(0)
+        while self._finishing and (wait or self._finishing[0][0].done()):
+            future, positions = self._finishing.pop(0)
             future.result()
             if commit:
                 self._done(positions)
@@ -385,10 +389,24 @@ class Worker:
         self._emit("processing", pending=pending)
         record = self.preloader.pop(pending.visit, pending.detector)
         try:
-            outcome = self.processor.process(pending, record, self.preloader)
+            calibration = self.processor.calibrate(pending, record, self.preloader)
         except InvalidInputError as exc:  # a snap cannot be read
             self._dead_letter([RawMessage.from_snap(s) for s in pending.ordered_snaps()], exc)
             return
+        # At most one exposure behind: the previous one's products are complete,
+        # published and durable before this one's are written (memory and disk).
+        self._commit_finished(wait=True)
+        writing = self.processor.start_write(calibration)
+        self._finishing.append((self._finisher.submit(self._finish, writing), pending.positions))
+
+    def _finish(self, writing: ProductsInFlight) -> None:
+        """On the finisher thread: wait for the calexp, publish, make the products durable.
+
+        The main thread meanwhile reads and calibrates the next exposure, so the ~0.1 s
+        that 200 MB take to reach the device (more when workers share a disk) is not
+        spent idle. The result is still published only once every product is in place.
+        """
+        outcome = self.processor.finish_write(writing)
         calibrated, metrics_record, out = build_messages(
             outcome,
             calibrated_topic=self.topics.calibrated,
@@ -397,11 +415,6 @@ class Worker:
             now=time.time(),
         )
         self.publisher.publish(out)
-        # Durable before the offsets are committed, but after the result is out and
-        # beside the next exposure: the fsync of 200 MB is off the latency path.
-        self._syncing.append(
-            (self._sync_pool.submit(self.processor.make_durable, outcome), pending.positions)
-        )
         self.metrics.observe_result(
             outcome.status,
             detector=outcome.detector,
@@ -420,3 +433,6 @@ class Worker:
             outcome.wall_time,
         )
         self._emit("calibrated", calibrated=calibrated, metrics=metrics_record)
+        # Durable before the offsets are committed, but after the result is out: the
+        # fsync is off the latency path.
+        self.processor.make_durable(outcome)
