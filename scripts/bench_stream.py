@@ -20,7 +20,12 @@ Then, on the bundled local broker (``LocalBroker``, topics with 2 partitions):
    exposures are published until both workers have answered (both own a partition).
 
 Every worker runs single-threaded (``OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1``) with a
-warm Numba cache (``NUMBA_CACHE_DIR`` is passed through). The worker's own breakdown
+warm Numba cache (``NUMBA_CACHE_DIR`` is passed through), pinned to its own core
+(``serve --cpus``: w1 on the first CPU, w2 on the second), as deployed one worker per
+core: a worker's helper threads (calexp writer, finisher, librdkafka) then share its
+core in every phase, instead of borrowing the idle second core while it runs alone and
+so measuring intra-worker parallelism rather than scaling. ``--no-pin`` runs them
+unpinned. The worker's own breakdown
 comes from the ``metrics`` topic: queue wait, read, calibrate (the task's ``run``
 timer), write, and publish (``calibrated`` ``produced_at`` → consumed here, i.e. the
 acknowledged publish plus delivery). Prints one JSON object; the machine's load
@@ -136,7 +141,14 @@ class ServeProcess:
     """A ``promptcal serve`` subprocess (log in a file) with its own product root."""
 
     def __init__(
-        self, name: str, bootstrap: str, group: str, prefix: str, refcat: str, tmp: Path
+        self,
+        name: str,
+        bootstrap: str,
+        group: str,
+        prefix: str,
+        refcat: str,
+        tmp: Path,
+        cpu: int | None,
     ) -> None:
         from promptcal.stream.broker import free_port
 
@@ -152,6 +164,8 @@ class ServeProcess:
             "--consumer-option", "session.timeout.ms=6000",
             "--consumer-option", "heartbeat.interval.ms=500",
         ]  # fmt: skip
+        if cpu is not None:
+            command += ["--cpus", str(cpu)]
         self._log = self.log_path.open("w")
         env = {**os.environ, **SINGLE_THREAD_ENV}
         self.process = subprocess.Popen(command, stderr=self._log, stdout=self._log, env=env)
@@ -417,6 +431,9 @@ def main() -> None:
     parser.add_argument("--flux-min", type=float, default=3000.0, help="faintest star [count]")
     parser.add_argument("--fwhm", type=float, default=3.5, help="PSF FWHM [px]")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the workers run on any CPU (no --cpus)"
+    )
     parser.add_argument("--child-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--refcat", help=argparse.SUPPRESS)
@@ -448,7 +465,10 @@ def main() -> None:
             create_topics(broker.bootstrap, partitions=PARTITIONS, prefix=names.prefix)
             group = f"bench-{uuid.uuid4().hex[:8]}"
             bench = Bench(broker.bootstrap, names)
-            workers = [ServeProcess("w1", broker.bootstrap, group, names.prefix, refcat, tmp)]
+            cpus = [None, None] if args.no_pin else sorted(os.sched_getaffinity(0))[:2]
+            workers = [
+                ServeProcess("w1", broker.bootstrap, group, names.prefix, refcat, tmp, cpus[0])
+            ]
             cpu.pids += [broker.pid, workers[0].process.pid]
             cpu.names.update(
                 {os.getpid(): "bench", broker.pid: "broker", workers[0].process.pid: "w1"}
@@ -471,7 +491,7 @@ def main() -> None:
                 cpu.stop("one_worker")
                 clear(workers)
                 workers.append(
-                    ServeProcess("w2", broker.bootstrap, group, names.prefix, refcat, tmp)
+                    ServeProcess("w2", broker.bootstrap, group, names.prefix, refcat, tmp, cpus[-1])
                 )
                 cpu.pids.append(workers[1].process.pid)
                 cpu.names[workers[1].process.pid] = "w2"
@@ -504,6 +524,7 @@ def main() -> None:
     ratio = two["exposures_per_s"] / one["exposures_per_s"]
     report = {
         "image": {"width": args.width, "height": args.height, "n_stars": args.stars},
+        "worker_cpus": {"w1": cpus[0], "w2": cpus[-1]},
         "n_exposures": len(big),
         "simulate_seconds": simulate_seconds,
         "load_average_1min": load,

@@ -21,6 +21,7 @@ from promptcal.outputs import (
     read_calexp,
     read_catalog,
     read_table,
+    start_products,
     summary_from_hdu,
     summary_to_hdu,
     sync_paths,
@@ -238,6 +239,37 @@ def test_products_written_for_later_sync(run, tmp_path):
         sync_paths([tmp_path / "missing.fits"])
     gone = tmp_path / "missing.fits"
     assert sync_paths([paths["stars"], gone], missing_ok=True) == [gone]
+
+
+def test_started_products_are_complete_only_after_finish(run, tmp_path):
+    """``start_products`` writes the catalogs at once; ``summary.json`` (the mark of a
+    complete set) comes only from ``finish``, after the calexp, with the same bytes."""
+    task, result = calibrate_fixture(run.refcat)
+    pending = start_products(result, tmp_path, task=task, durable=False)
+    assert not (tmp_path / "summary.json").exists()
+    assert pending.paths["stars"].exists()
+    assert "calexp" not in pending.paths
+    paths = pending.finish()
+    assert set(paths) == set(run.paths)
+    for kind, path in paths.items():
+        if kind != "summary":
+            assert _digest(path) == _digest(run.paths[kind]), kind
+    doc = json.loads(paths["summary"].read_text())
+    assert doc["products"]["calexp"] == "calexp.fits"
+
+
+def test_failed_calexp_write_leaves_no_summary(run, tmp_path, monkeypatch):
+    """An error writing the calexp surfaces in ``finish``; no summary marks the set."""
+    task, result = calibrate_fixture(run.refcat)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("promptcal.outputs.write_calexp", full_disk)
+    pending = start_products(result, tmp_path, task=task)
+    with pytest.raises(OSError, match="No space"):
+        pending.finish()
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_failed_result_records_error(tmp_path):

@@ -101,6 +101,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "largest detector; 0: off)",
     )
     p.add_argument(
+        "--cpus",
+        type=_parse_cpus,
+        default=None,
+        metavar="LIST",
+        help="run this worker's threads on these CPUs only, e.g. '3' or '0,1' (one worker "
+        "per core without a container CPU limit); default: all CPUs",
+    )
+    p.add_argument(
         "--no-warmup",
         dest="warmup",
         action="store_false",
@@ -116,6 +124,43 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=run)
     return p
+
+
+def _parse_cpus(text: str) -> frozenset[int]:
+    try:
+        cpus = frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        cpus = frozenset()
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of CPUs")
+    return cpus
+
+
+def pin_to_cpus(cpus: frozenset[int]) -> None:
+    """Run every thread of this process, and those it starts later, on ``cpus`` only.
+
+    A worker's helper threads (the calexp writer, the finisher, librdkafka's) then
+    share its core instead of borrowing another worker's, like under a container CPU
+    limit of one core.
+
+    Raises
+    ------
+    InvalidInputError
+        A CPU this process may not use, or no CPU affinity on this platform.
+    """
+    from ..errors import InvalidInputError
+
+    if not hasattr(os, "sched_setaffinity"):
+        raise InvalidInputError("--cpus: this platform has no CPU affinity")
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        raise InvalidInputError(
+            f"--cpus {sorted(cpus)}: this process may only use CPUs {sorted(allowed)}"
+        )
+    # The calling thread's mask is inherited by new threads; threads started by
+    # imports (if any) are set one by one.
+    for task in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(task), cpus)
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -153,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.verbose == 0:  # the worker's INFO lines are its operational log
         logging.getLogger("promptcal.stream").setLevel(logging.INFO)
+    if args.cpus is not None:
+        pin_to_cpus(args.cpus)
+        log.info("running on CPUs %s", ",".join(map(str, sorted(args.cpus))))
     settings = WorkerSettings(
         bootstrap=args.bootstrap,
         group_id=args.group,
