@@ -29,8 +29,6 @@ from __future__ import annotations
 import logging
 import resource
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any
 
 from ..errors import AlgorithmError, InvalidInputError, TransientError
 from .assembler import PendingExposure, Position, ReceivedSnap
+from .locations import output_root, product_dir, uri_to_path
 from .preload import Preloader, PreloadRecord
 from .publish import Outcome, retry_delays
 
@@ -77,41 +76,6 @@ class RawMessage:
         """From a snap kept by the assembler."""
         topic, partition, offset = snap.position
         return cls(topic, partition, offset, snap.key, snap.value, snap.headers)
-
-
-def output_root(uri: str) -> Path:
-    """The local directory of ``--output`` (a path or a ``file://`` URI)."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
-        raise InvalidInputError(
-            f"output {uri!r}: only local directories and file:// URIs are supported"
-        )
-    return Path(uri)
-
-
-def uri_to_path(uri: str) -> Path:
-    """The local file of a snap URI (``file://...`` or a plain path).
-
-    Raises
-    ------
-    InvalidInputError
-        Another scheme (``s3://`` needs object-storage support this build lacks).
-    """
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise InvalidInputError(f"snap URI {uri!r}: remote file:// hosts are not supported")
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:
-        raise InvalidInputError(f"snap URI {uri!r}: scheme {parsed.scheme!r} is not supported")
-    return Path(uri)
-
-
-def product_dir(root: Path, instrument: str, visit: int, detector: int) -> Path:
-    """``<root>/<instrument>/<visit>/<detector>``: deterministic, so a replay overwrites."""
-    return root / instrument / str(int(visit)) / str(int(detector))
 
 
 def with_retries(
