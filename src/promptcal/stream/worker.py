@@ -9,6 +9,7 @@ owns the same partition numbers of both). Per message:
   bounded wait), then read them and run ``CalibrateImageTask`` on the main thread,
   write the catalogs and start the calexp under
   ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames); a finisher thread
+  (:mod:`~promptcal.stream.finisher`)
   waits for the calexp, writes ``summary.json``, publishes the ``calibrated`` message
   and the ``metrics`` record, waits for the broker's acknowledgement
   (:mod:`~promptcal.stream.publish`) and ``fsync`` s the products, while the main
@@ -31,7 +32,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -40,10 +40,11 @@ from ..allocator import reserve_heap
 from ..errors import InvalidInputError, TransientError
 from ..metrics import WorkerMetrics
 from .assembler import OffsetTracker, PendingExposure, Position, ReceivedSnap, SnapAssembler
+from .finisher import Finisher, finish_exposure
 from .http import HealthServer
 from .preload import Preloader
 from .process import ExposureProcessor, ProductsInFlight, RawMessage
-from .publish import OutgoingMessage, Publisher, build_messages, retry_delays, worker_identity
+from .publish import OutgoingMessage, Publisher, retry_delays, worker_identity
 from .schemas import DeadLetter, ImageReady, NextVisit, decode
 from .settings import WorkerSettings
 from .topics import TopicNames, consumer_config, producer_config
@@ -121,8 +122,7 @@ class Worker:
         # Each exposure is finished on this thread (calexp on disk, result published,
         # products fsynced) while the next one is calibrated; its offsets are stored
         # when that is done (see _commit_finished).
-        self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptcal-finish")
-        self._finishing: list[tuple[Future, list[Position]]] = []
+        self._finisher = Finisher(self._finish)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class Worker:
         self._close()
 
     def _close(self) -> None:
-        self._finisher.shutdown(wait=True)
+        self._finisher.shutdown()
         consumer, self.consumer = self.consumer, None
         if consumer is None:
             return
@@ -307,9 +307,7 @@ class Worker:
             Writing, publishing or syncing failed beyond its retries (the exposure's
             offsets stay uncommitted, so it is redone).
         """
-        while self._finishing and (wait or self._finishing[0][0].done()):
-            future, positions = self._finishing.pop(0)
-            future.result()
+        for positions in self._finisher.finished(wait=wait):
             if commit:
                 self._done(positions)
 
@@ -397,42 +395,16 @@ class Worker:
         # published and durable before this one's are written (memory and disk).
         self._commit_finished(wait=True)
         writing = self.processor.start_write(calibration)
-        self._finishing.append((self._finisher.submit(self._finish, writing), pending.positions))
+        self._finisher.submit(writing, pending.positions)
 
     def _finish(self, writing: ProductsInFlight) -> None:
-        """On the finisher thread: wait for the calexp, publish, make the products durable.
-
-        The main thread meanwhile reads and calibrates the next exposure, so the ~0.1 s
-        that 200 MB take to reach the device (more when workers share a disk) is not
-        spent idle. The result is still published only once every product is in place.
-        """
-        outcome = self.processor.finish_write(writing)
-        calibrated, metrics_record, out = build_messages(
-            outcome,
-            calibrated_topic=self.topics.calibrated,
-            metrics_topic=self.topics.metrics,
-            worker=self.identity,
-            now=time.time(),
+        """On the finisher thread (see :mod:`~promptcal.stream.finisher`)."""
+        finish_exposure(
+            writing,
+            processor=self.processor,
+            publisher=self.publisher,
+            metrics=self.metrics,
+            topics=self.topics,
+            identity=self.identity,
+            emit=self._emit,
         )
-        self.publisher.publish(out)
-        self.metrics.observe_result(
-            outcome.status,
-            detector=outcome.detector,
-            summary=calibrated.summary,
-            latency=calibrated.end_to_end_latency,
-            stage_durations=outcome.timings,
-        )
-        # No next-visit seen (None) counts as a miss: the shards were loaded on arrival.
-        self.metrics.observe_preload(bool(outcome.preload_hit))
-        logger.info(
-            "calibrated visit=%d detector=%d status=%s preload_hit=%s in %.2f s",
-            outcome.visit,
-            outcome.detector,
-            outcome.status,
-            outcome.preload_hit,
-            outcome.wall_time,
-        )
-        self._emit("calibrated", calibrated=calibrated, metrics=metrics_record)
-        # Durable before the offsets are committed, but after the result is out: the
-        # fsync is off the latency path.
-        self.processor.make_durable(outcome)
