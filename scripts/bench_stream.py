@@ -28,11 +28,11 @@ warm Numba cache (``NUMBA_CACHE_DIR`` is passed through), pinned to its own core
 core: a worker's helper threads (calexp writer, finisher, librdkafka) then share its
 core in every phase, instead of borrowing the idle second core while it runs alone and
 so measuring intra-worker parallelism rather than scaling. ``--no-pin`` runs them
-unpinned. The worker's own breakdown
-comes from the ``metrics`` topic: queue wait, read, calibrate (the task's ``run``
-timer), write, and publish (``calibrated`` ``produced_at`` → consumed here, i.e. the
-acknowledged publish plus delivery). Prints one JSON object; the machine's load
-average before and after is included (run nothing else heavy meanwhile).
+unpinned. The worker's own breakdown comes from the ``metrics`` topic: queue wait,
+read, calibrate (the task's ``run`` timer), write, and publish (``calibrated``
+``produced_at`` → consumed here, i.e. the acknowledged publish plus delivery). Prints
+one JSON object; the machine's load average before and after is included (run nothing
+else heavy meanwhile).
 
 Usage: ``python scripts/bench_stream.py [--exposures 8 --width 4096 --height 4072]``
 """
