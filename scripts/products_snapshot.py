@@ -51,6 +51,7 @@ def make(out: Path) -> None:
               "--stars", "3000", "--snaps", "2", "--seed", "1")  # fmt: skip
     snaps = sorted(str(p) for p in sim.glob("*_snap?.fits"))
     (refcat_source,) = sim.glob("*_refcat.parquet")
+    decam, stem = real / "decam-legacypipe-n6", "c4d_171113_060340_oo{}_r_ls9.N6.fits"
     cases = {
         "sky": (
             [str(refcat_source), "--ra", "ra", "--dec", "dec", "--band", "r=r_flux:nJy"],
@@ -63,14 +64,12 @@ def make(out: Path) -> None:
              "--band", "G", "--config", str(CONFIGS / "microobservatory.json")],
         ),
         "decam": (
-            [str(real / "decam-legacypipe-n6" / "gaia-dr2-chunk-05483.fits"), "--ra", "ra",
-             "--dec", "dec", "--band", "G=phot_g_mean_mag:mag", "--pm-ra", "pmra",
-             "--pm-dec", "pmdec", "--epoch", "2015.5"],
-            [str(real / "decam-legacypipe-n6" / f"c4d_171113_060340_oo{k}_r_ls9.N6.fits")
-             for k in "i"]
-            + ["--weight", str(real / "decam-legacypipe-n6" / "c4d_171113_060340_oow_r_ls9.N6.fits"),
-               "--mask", str(real / "decam-legacypipe-n6" / "c4d_171113_060340_ood_r_ls9.N6.fits"),
-               "--config", str(CONFIGS / "decam-cutout.json")],
+            [str(decam / "gaia-dr2-chunk-05483.fits"), "--ra", "ra", "--dec", "dec",
+             "--band", "G=phot_g_mean_mag:mag", "--pm-ra", "pmra", "--pm-dec", "pmdec",
+             "--epoch", "2015.5"],
+            [str(decam / stem.format("i")), "--weight", str(decam / stem.format("w")),
+             "--mask", str(decam / stem.format("d")),
+             "--config", str(CONFIGS / "decam-cutout.json")],
         ),
         "spitzer": (
             [str(real / "spitzer-glimpse-irac2" / "spitzer_example_catalog_icrs.derived.csv"),
