@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from promptcal.background import BackgroundConfig, estimate_background
-from promptcal.exposure import DEFAULT_MASK_PLANES
+from promptcal.core.exposure import DEFAULT_MASK_PLANES
+from promptcal.pipeline.background import BackgroundConfig, estimate_background
 
 
 def make_scene(height: int, width: int, n_stars: int, sigma: float, seed: int):

@@ -15,7 +15,7 @@ task and nothing is shared):
   after a warm-up, plus one cold ``promptcal calibrate`` subprocess (interpreter start,
   imports and loading the cached Numba code included).
 
-Every child process first applies :func:`promptcal.allocator.tune_allocator`, as the
+Every child process first applies :func:`promptcal.core.allocator.tune_allocator`, as the
 CLI and the worker do (the baseline too, so the comparison is like for like).
 
 Each timing is the median of ``--repeat`` runs on a fresh copy of the pixels, after a
@@ -73,14 +73,14 @@ def child_sep(path: str, repeat: int) -> dict:
 
 
 def _warm_up() -> None:
-    from promptcal.pipeline import CalibrateImageTask
+    from promptcal.pipeline.task import CalibrateImageTask
     from promptcal.simulate.upstream import make_upstream_dataset
 
     CalibrateImageTask().run(exposures=make_upstream_dataset().exposure)
 
 
 def child_calibrate(path: str, repeat: int, refcat: str) -> dict:
-    from promptcal.cli import main
+    from promptcal.commands.cli import main
 
     _warm_up()
     times = []
@@ -99,7 +99,7 @@ def cold_calibrate(path: str, refcat: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "promptcal.cli", "calibrate", path, "--refcat", refcat,
+            [sys.executable, "-m", "promptcal", "calibrate", path, "--refcat", refcat,
              "--output", tmp],
             env=env, check=True, capture_output=True,
         )  # fmt: skip
@@ -108,7 +108,7 @@ def cold_calibrate(path: str, refcat: str) -> float:
 
 def child_pipeline(path: str, repeat: int, what: str, refcat: str | None = None) -> dict:
     from promptcal.io import read_exposure
-    from promptcal.pipeline import CalibrateImageTask
+    from promptcal.pipeline.task import CalibrateImageTask
     from promptcal.refcat import RefcatLoader
 
     _warm_up()
@@ -200,7 +200,7 @@ def main() -> None:
     if args.child:
         # Every child, the sep baseline included, runs with the allocator setting of
         # the CLI and the worker, so the ratio compares the algorithms, not malloc.
-        from promptcal.allocator import tune_allocator
+        from promptcal.core.allocator import tune_allocator
 
         tune_allocator()
     if args.child == "sep":

@@ -109,11 +109,12 @@ def _unique_ids(truth, k: int):
 
 def child_run(files: list[str], refcat: str) -> dict:
     """Median ``CalibrateImageTask.run`` time over ``files`` (after the worker's warm-up)."""
-    from promptcal.ids import IdGenerator
+    from promptcal.core.ids import IdGenerator
     from promptcal.io import read_exposure
-    from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
+    from promptcal.pipeline.config import CalibrateImageConfig
+    from promptcal.pipeline.task import CalibrateImageTask
     from promptcal.refcat import RefcatLoader
-    from promptcal.stream.warmup import warm_up
+    from promptcal.service.warmup import warm_up
 
     config = CalibrateImageConfig()
     warm_up(config)
@@ -160,7 +161,7 @@ class ServeProcess:
         self.port = free_port()
         self.log_path = tmp / f"{name}.log"
         command = [
-            sys.executable, "-m", "promptcal.cli", "serve", "--bootstrap", bootstrap,
+            sys.executable, "-m", "promptcal", "serve", "--bootstrap", bootstrap,
             "--group", group, "--prefix", prefix, "--refcat", refcat, "--output", str(self.output),
             "--http-host", "127.0.0.1", "--http-port", str(self.port),
             "--statistics-interval-ms", "0",
@@ -228,7 +229,7 @@ class Bench:
 
     def publish(self, items: list[tuple[int, int, str]]) -> None:
         """Publish ``(visit, detector, path)`` snaps at once; wait for the acks."""
-        from promptcal.stream.schemas import ImageReady, encode
+        from promptcal.service.messages import ImageReady, encode
 
         for visit, detector, path in items:
             now = time.time()
@@ -250,7 +251,7 @@ class Bench:
             raise RuntimeError("image-ready messages not acknowledged")
 
     def wait(self, visits, timeout: float) -> None:
-        from promptcal.stream.schemas import Calibrated, decode
+        from promptcal.service.messages import Calibrated, decode
 
         deadline = time.monotonic() + timeout
         while not set(visits) <= set(self.results):
@@ -273,7 +274,7 @@ def read_metrics(bootstrap: str, topic: str, visits: set[int], timeout: float = 
     """``visit -> MetricsRecord`` for ``visits`` (the first record of each)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from promptcal.stream.schemas import MetricsRecord, decode
+    from promptcal.service.messages import MetricsRecord, decode
 
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "bench-metrics", "enable.auto.commit": False}
@@ -386,7 +387,7 @@ class CpuMonitor:
 
 def prime(bench: Bench, small: list[str], workers: list[ServeProcess], visit0: int) -> int:
     """Publish one small exposure per partition until every worker has answered one."""
-    from promptcal.stream.process import uri_to_path
+    from promptcal.service.locations import uri_to_path
 
     detectors = balanced_detectors(2)
     roots = {w.output: w.name for w in workers}
@@ -458,7 +459,7 @@ def main() -> None:
     parser.add_argument("--refcat", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_run:
-        from promptcal.allocator import tune_allocator
+        from promptcal.core.allocator import tune_allocator
 
         tune_allocator()  # as `promptcal serve` does, so run() is timed like the worker's
         print(json.dumps(child_run(args.files, args.refcat)))

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from promptcal.ids import IdGenerator
-from promptcal.pipeline import CalibrateImageTask
+from promptcal.core.ids import IdGenerator
+from promptcal.pipeline.task import CalibrateImageTask
 from promptcal.simulate import SkyConfig, simulate_exposure
 from promptcal.simulate.upstream import make_upstream_dataset
 

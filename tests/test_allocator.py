@@ -12,7 +12,7 @@ PROGRAM = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from promptcal.allocator import tune_allocator
+    from promptcal.core.allocator import tune_allocator
 
     assert tune_allocator() and tune_allocator()  # idempotent
     def touch():
@@ -42,7 +42,7 @@ RESERVE_PROGRAM = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from promptcal.allocator import reserve_heap, tune_allocator
+    from promptcal.core.allocator import reserve_heap, tune_allocator
 
     assert tune_allocator()
     reserve = int(sys.argv[1])

@@ -12,7 +12,8 @@ from astropy.wcs import WCS, Sip
 from astropy.wcs.utils import proj_plane_pixel_scales
 from realdata import REAL, requires_real_data
 
-from promptcal.astrometry import (
+from promptcal.core.errors import AstrometryError, BadAstrometryFit
+from promptcal.pipeline.astrometry.fitter import (
     AstrometryConfig,
     AstrometryResult,
     PointingHint,
@@ -20,8 +21,7 @@ from promptcal.astrometry import (
     fit_astrometry,
     sky_coordinates,
 )
-from promptcal.astrometry_fit import tan_sip_from_mapping, wcs_pixel_to_icrs
-from promptcal.errors import AstrometryError, BadAstrometryFit
+from promptcal.pipeline.astrometry.tan_sip import tan_sip_from_mapping, wcs_pixel_to_icrs
 
 BBOX = (0, 0, 4095, 4071)
 MAS_PER_DEG = 3.6e6

@@ -7,23 +7,18 @@ import pytest
 from astropy.io import fits
 from oracles_more import clipped_mean
 
-from promptcal.background import (
+from promptcal.core.background_model import BackgroundList, BackgroundModel
+from promptcal.core.errors import AlgorithmError
+from promptcal.core.exposure import DEFAULT_MASK_PLANES, Exposure, Mask
+from promptcal.kernels import background as kernels
+from promptcal.kernels.background import binned_clipped_mean, binned_clipped_mean_strided
+from promptcal.kernels.order_statistics import order_statistics, quartiles
+from promptcal.pipeline.background import (
     BackgroundConfig,
-    BackgroundList,
-    BackgroundModel,
     bin_edges,
     estimate_background,
     fill_invalid_bins,
     subtract_background,
-)
-from promptcal.errors import AlgorithmError
-from promptcal.exposure import DEFAULT_MASK_PLANES, Exposure, Mask
-from promptcal.kernels import background as kernels
-from promptcal.kernels.background import (
-    binned_clipped_mean,
-    binned_clipped_mean_strided,
-    order_statistics,
-    quartiles,
 )
 
 DETECTED = 1 << DEFAULT_MASK_PLANES["DETECTED"]

@@ -19,10 +19,10 @@ import pytest
 from astropy.coordinates import SkyCoord
 from scipy.spatial import cKDTree
 
-from promptcal.pipeline import CalibrateImageTask
+from promptcal.core.task import Struct
+from promptcal.pipeline.task import CalibrateImageTask
 from promptcal.refcat import RefcatLoader
 from promptcal.simulate import SkyConfig, simulate_exposure
-from promptcal.task import Struct
 
 CONFIG = SkyConfig(
     width=4096,

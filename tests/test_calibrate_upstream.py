@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from promptcal.errors import InvalidInputError, NoPsfStarsToStarsMatchError
-from promptcal.ids import COUNTER_BITS, IdGenerator
-from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
+from promptcal.core.errors import InvalidInputError, NoPsfStarsToStarsMatchError
+from promptcal.core.ids import COUNTER_BITS, IdGenerator
+from promptcal.core.task import Struct
+from promptcal.pipeline.config import CalibrateImageConfig
+from promptcal.pipeline.task import CalibrateImageTask
 from promptcal.refcat import RefcatLoader
 from promptcal.refcat.loader import RefcatCoverageError
 from promptcal.simulate.upstream import (
@@ -26,7 +28,6 @@ from promptcal.simulate.upstream import (
     make_upstream_dataset,
     make_upstream_snaps,
 )
-from promptcal.task import Struct
 
 #: Overrides of upstream's test: 2 sky sources, 3-point astrometric patterns, loose
 #: magnitude-outlier rejection (the fixture's seven sources are all there is).

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from promptcal.camera import (
+from promptcal.core.camera import (
     Camera,
     DetectorGeometry,
     load_camera,
@@ -17,7 +17,7 @@ from promptcal.camera import (
     predict_detector_wcs,
     write_camera,
 )
-from promptcal.errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 ARCSEC = 1.0 / 3600.0
 

@@ -1,6 +1,6 @@
 """``promptcal calibrate`` end to end on LSST's upstream fixture, and its failure modes.
 
-The CLI runs in-process through ``promptcal.cli.main`` (fast); one test runs the
+The CLI runs in-process through ``promptcal.commands.cli.main`` (fast); one test runs the
 installed console script in a subprocess.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from astropy.io import fits
 from test_outputs import FIXTURE_OVERRIDES, make_refcat
 
-from promptcal.cli import main
+from promptcal.commands.cli import main
 from promptcal.io import write_exposure
 from promptcal.simulate.upstream import make_upstream_dataset
 
@@ -189,7 +189,7 @@ def test_too_few_stars_is_algorithm_failure(data, tmp_path, capsys):
 
 def test_console_script(data, tmp_path):
     script = Path(sys.executable).with_name("promptcal")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "promptcal.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "promptcal"]
     env = dict(os.environ)
     env.setdefault("NUMBA_CACHE_DIR", str(Path(sys.executable).parents[1] / "numba-cache"))
     argv = ["calibrate", str(data["exposure"]), "--refcat", str(data["refcat"])]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from promptcal.background import subtract_background
-from promptcal.detection import DetectionConfig, detect_footprints
-from promptcal.exposure import Exposure, Mask
-from promptcal.psf import FWHM_PER_SIGMA
+from promptcal.core.constants import FWHM_PER_SIGMA
+from promptcal.core.exposure import Exposure, Mask
+from promptcal.pipeline.background import subtract_background
+from promptcal.pipeline.detect.detection import DetectionConfig, detect_footprints
 from promptcal.simulate import SkyConfig, simulate_exposure
 
 FWHM = 3.5

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from promptcal.errors import TransientError
+from promptcal.core.errors import TransientError
 from promptcal.stream.finisher import Finisher
 
 

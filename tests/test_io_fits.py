@@ -15,8 +15,8 @@ from astropy.time import Time
 from astropy.wcs import WCS, Sip
 from realdata import REAL, requires_real_data
 
-from promptcal.errors import InvalidInputError
-from promptcal.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
+from promptcal.core.errors import InvalidInputError
+from promptcal.core.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
 from promptcal.io import build_hdulist, read_exposure, read_extra_hdus, write_exposure
 
 DECAM = REAL / "decam-legacypipe-n6"

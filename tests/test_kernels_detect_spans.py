@@ -15,8 +15,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
-from promptcal.detection import DetectionConfig, detect_footprints, smooth_for_detection
-from promptcal.exposure import Exposure, Mask
+from promptcal.core.exposure import Exposure, Mask
 from promptcal.kernels.components import (
     label_bboxes,
     mask_spans,
@@ -34,6 +33,11 @@ from promptcal.kernels.detect import (
     threshold_spans,
 )
 from promptcal.kernels.maskops import clear_and_set_bits, set_bits_on_spans
+from promptcal.pipeline.detect.detection import (
+    DetectionConfig,
+    detect_footprints,
+    smooth_for_detection,
+)
 
 SIGN_BIT = np.int32(-(2**31))
 

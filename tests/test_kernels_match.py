@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from promptcal.astrometry_match import Similarity, nn_match, triangle_candidates, vote_match
 from promptcal.kernels.match import vote_offsets, vote_offsets_numpy
+from promptcal.pipeline.astrometry.matchers import (
+    Similarity,
+    nn_match,
+    triangle_candidates,
+    vote_match,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

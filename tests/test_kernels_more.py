@@ -15,14 +15,10 @@ from scipy import ndimage
 
 from promptcal.kernels.background import clipped_mean
 from promptcal.kernels.components import label_bboxes, label_components, relabel
-from promptcal.kernels.cosmic_rays import (
-    find_cosmic_rays,
-    find_sharp_pixels,
-    interpolate_pixels,
-    mask_cosmic_rays,
-)
+from promptcal.kernels.cosmic_rays import find_cosmic_rays, find_sharp_pixels, mask_cosmic_rays
 from promptcal.kernels.deblend import assign_children, line_minimum, separate_peaks
 from promptcal.kernels.detect import kept_pixels
+from promptcal.kernels.interpolate import interpolate_pixels
 from promptcal.kernels.maskops import any_bits_set, bits_set
 from promptcal.kernels.noise import footprint_noise, replacement_noise
 from promptcal.kernels.psf import pixel_psf_stamps

@@ -8,9 +8,9 @@ import oracles_noise as on
 import pytest
 from numpy.testing import assert_array_equal
 
-from promptcal.exposure import Exposure, Mask
+from promptcal.core.exposure import Exposure, Mask
 from promptcal.kernels import noise as nk
-from promptcal.measurement import _median, background_noise_sigma
+from promptcal.pipeline.measurement import _median, background_noise_sigma
 
 
 def _blobs(shape, n, seed, radius=(3, 12)):

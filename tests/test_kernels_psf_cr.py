@@ -8,14 +8,8 @@ import oracles_more as om
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from promptcal.kernels.cosmic_rays import (
-    find_cosmic_rays,
-    flagged_pixels,
-    interpolate_flagged,
-    interpolate_pixels,
-    mask_cosmic_rays,
-    remask_cosmic_rays,
-)
+from promptcal.kernels.cosmic_rays import find_cosmic_rays, mask_cosmic_rays, remask_cosmic_rays
+from promptcal.kernels.interpolate import flagged_pixels, interpolate_flagged, interpolate_pixels
 from promptcal.kernels.noise import flat, plane_table
 from promptcal.kernels.psf import lanczos_weights, registered_stamps, shift_stamp
 

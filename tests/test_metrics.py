@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from promptcal.errors import InvalidInputError
-from promptcal.metrics import OUTCOMES, WorkerMetrics
+from promptcal.core.errors import InvalidInputError
 from promptcal.stream.http import HealthServer
+from promptcal.stream.metrics import OUTCOMES, WorkerMetrics
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

@@ -32,26 +32,22 @@ import pytest
 from prometheus_client import CollectorRegistry
 from worker_helpers import poll_until
 
-from promptcal.camera import load_camera
-from promptcal.cli import main as cli_main
+from promptcal.commands.cli import main as cli_main
 from promptcal.commands.simulate_night import parse_detectors, parse_size
-from promptcal.errors import InvalidInputError
-from promptcal.metrics import FWHM_PER_SIGMA
-from promptcal.night import NightConfig, plan_night, read_manifest
-from promptcal.night_sim import simulate_night
-from promptcal.pipeline import CalibrateImageConfig
+from promptcal.core.camera import load_camera
+from promptcal.core.constants import FWHM_PER_SIGMA
+from promptcal.core.errors import InvalidInputError
+from promptcal.night.manifest import read_manifest
+from promptcal.night.plan import NightConfig, plan_night
+from promptcal.night.simulate import simulate_night
+from promptcal.pipeline.config import CalibrateImageConfig
 from promptcal.refcat import RefcatLoader
-from promptcal.replay import (
-    Pacer,
-    build_jobs,
-    parse_speed,
-    read_results,
-    replay_kafka,
-    replay_local,
-    schedule,
-)
+from promptcal.replay.jobs import Pacer, build_jobs, parse_speed, read_results, schedule
+from promptcal.replay.kafka import replay_kafka
+from promptcal.replay.local import replay_local
+from promptcal.stream.settings import WorkerSettings
 from promptcal.stream.topics import TopicNames, create_topics
-from promptcal.stream.worker import Worker, WorkerSettings
+from promptcal.stream.worker import Worker
 
 pytest_plugins = ["kafka_fixtures"]
 
@@ -234,7 +230,7 @@ def test_local_replay_resumes_after_being_killed(tmp_path):
     # At speed 20 a visit is released every (30 + 7) / 20 = 1.85 s, so the kill
     # after two finished exposures comes long before the last visit is released.
     command = [
-        sys.executable, "-m", "promptcal.cli", "replay", str(manifest_path), "--to", "local",
+        sys.executable, "-m", "promptcal", "replay", str(manifest_path), "--to", "local",
         "--output", str(out), "--speed", "20", "--no-progress",
     ]  # fmt: skip
     proc = subprocess.Popen(

@@ -15,24 +15,23 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.table import MaskedColumn, Table
 
-from promptcal.errors import AlgorithmError, InvalidInputError
-from promptcal.outputs import (
+from promptcal.core.errors import AlgorithmError, InvalidInputError
+from promptcal.core.task import Struct
+from promptcal.io.catalogs import read_catalog, read_table, write_catalog
+from promptcal.io.files import sync_paths
+from promptcal.io.products import (
     read_background,
     read_calexp,
-    read_catalog,
-    read_table,
     start_products,
     summary_from_hdu,
     summary_to_hdu,
-    sync_paths,
-    write_catalog,
     write_products,
 )
-from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
+from promptcal.pipeline.config import CalibrateImageConfig
+from promptcal.pipeline.task import CalibrateImageTask
 from promptcal.refcat import RefcatLoader, build_refcat
 from promptcal.simulate import refcat_table_from_truth
 from promptcal.simulate.upstream import make_upstream_dataset
-from promptcal.task import Struct
 
 FIXTURE_OVERRIDES = {
     "sky_sources.n_sources": 2,
@@ -265,7 +264,7 @@ def test_failed_calexp_write_leaves_no_summary(run, tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("promptcal.outputs.write_calexp", full_disk)
+    monkeypatch.setattr("promptcal.io.products.write_calexp", full_disk)
     pending = start_products(result, tmp_path, task=task)
     with pytest.raises(OSError, match="No space"):
         pending.finish()

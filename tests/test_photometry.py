@@ -8,11 +8,11 @@ import pytest
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from promptcal.background import BackgroundList, BackgroundModel
-from promptcal.catalog import SourceCatalog
-from promptcal.errors import InvalidInputError, MatcherFailure, PhotometryError
-from promptcal.exposure import Exposure, PhotoCalib
-from promptcal.photometry import (
+from promptcal.core.background_model import BackgroundList, BackgroundModel
+from promptcal.core.catalog import SourceCatalog
+from promptcal.core.errors import InvalidInputError, MatcherFailure, PhotometryError
+from promptcal.core.exposure import Exposure, PhotoCalib
+from promptcal.pipeline.photometry import (
     AB_ZERO_NJY,
     PhotometryConfig,
     calibrate_catalog,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from promptcal.apcorr import apply_ap_corr
-from promptcal.ids import IdGenerator
-from promptcal.pipeline import CalibrateImageTask
-from promptcal.psf import FWHM_PER_SIGMA
+from promptcal.core.constants import FWHM_PER_SIGMA
+from promptcal.core.ids import IdGenerator
+from promptcal.pipeline.apcorr import apply_ap_corr
+from promptcal.pipeline.task import CalibrateImageTask
 from promptcal.simulate import SkyConfig, simulate_exposure
 
 SIZE = 2048

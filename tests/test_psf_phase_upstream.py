@@ -13,10 +13,12 @@ import re
 import numpy as np
 import pytest
 
-from promptcal.errors import AllCentroidsFlaggedError
-from promptcal.ids import IdGenerator
-from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
-from promptcal.psf import GaussianPsf
+from promptcal.core.errors import AllCentroidsFlaggedError
+from promptcal.core.ids import IdGenerator
+from promptcal.core.psf_model import GaussianPsf
+from promptcal.pipeline.config import CalibrateImageConfig
+from promptcal.pipeline.snaps import combine_snaps
+from promptcal.pipeline.task import CalibrateImageTask
 from promptcal.simulate.upstream import (
     K_VALUES,
     PSF_SIGMA,
@@ -24,7 +26,6 @@ from promptcal.simulate.upstream import (
     make_upstream_dataset,
     make_upstream_snaps,
 )
-from promptcal.snaps import combine_snaps
 
 #: k values of the point sources bright enough to be PSF stars (≥ 50σ peaks).
 PSF_STAR_K = (150, 400, 1000)

@@ -14,9 +14,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from realdata import REAL, requires_real_data
 
-from promptcal.calibration_steps import icrs_deg, pixel_scale_arcsec
-from promptcal.cli import main
-from promptcal.outputs import read_calexp, read_table
+from promptcal.commands.cli import main
+from promptcal.io.catalogs import read_table
+from promptcal.io.products import read_calexp
+from promptcal.pipeline.references import icrs_deg, pixel_scale_arcsec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -22,8 +22,8 @@ from astropy_healpix import HEALPix
 from matplotlib.path import Path as MplPath
 from realdata import REAL, requires_real_data
 
-import promptcal.cli
-from promptcal.errors import InvalidInputError
+import promptcal.commands.cli
+from promptcal.core.errors import InvalidInputError
 from promptcal.refcat import (
     RefcatCoverageError,
     RefcatLoader,
@@ -471,8 +471,8 @@ def test_ref_cat_source_density_lsst_fixture_numbers():
 
 @pytest.fixture
 def cli(monkeypatch):
-    monkeypatch.setitem(promptcal.cli.COMMAND_MODULES, "refcat", "refcat")
-    return promptcal.cli.main
+    monkeypatch.setitem(promptcal.commands.cli.COMMAND_MODULES, "refcat", "refcat")
+    return promptcal.commands.cli.main
 
 
 @requires_real_data

@@ -8,9 +8,9 @@ import oracles_more as om
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from promptcal.exposure import Exposure, Mask
-from promptcal.psf import GaussianPsf
-from promptcal.repair import RepairConfig, psf_neighbour_ratios, repair
+from promptcal.core.exposure import Exposure, Mask
+from promptcal.core.psf_model import GaussianPsf
+from promptcal.pipeline.repair import RepairConfig, psf_neighbour_ratios, repair
 
 
 def _scene(seed, shape=(60, 150)):

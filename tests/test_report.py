@@ -18,13 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptcal.cli import main as cli_main
+from promptcal.commands.cli import main as cli_main
+from promptcal.core.constants import FWHM_PER_SIGMA
 from promptcal.io import read_exposure, write_exposure
-from promptcal.metrics import FWHM_PER_SIGMA
-from promptcal.night import NightConfig, read_manifest
-from promptcal.night_sim import simulate_night
-from promptcal.replay import build_jobs, read_results, replay_local
-from promptcal.report import PERCENTILES, QUANTITIES, write_report
+from promptcal.night.manifest import read_manifest
+from promptcal.night.plan import NightConfig
+from promptcal.night.simulate import simulate_night
+from promptcal.replay.jobs import build_jobs, read_results
+from promptcal.replay.local import replay_local
+from promptcal.report.html import write_report
+from promptcal.report.night_data import PERCENTILES, QUANTITIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from promptcal.errors import InvalidInputError
-from promptcal.stream import schemas
-from promptcal.stream.schemas import (
+from promptcal.core.errors import InvalidInputError
+from promptcal.service import messages as schemas
+from promptcal.service.messages import (
     DEAD_LETTER_HEADERS,
     MESSAGE_TYPES,
     Calibrated,

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from promptcal.commands.serve import _parse_cpus, pin_to_cpus
-from promptcal.errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only"

@@ -657,7 +657,7 @@ def test_upstream_snaps_and_bad_centroids():
 
 
 def test_cli_writes_files(tmp_path, monkeypatch):
-    from promptcal import cli
+    from promptcal.commands import cli
     from promptcal.io.fits_read import read_exposure
 
     monkeypatch.setitem(cli.COMMAND_MODULES, "simulate", "simulate")
@@ -699,7 +699,7 @@ def test_cli_writes_files(tmp_path, monkeypatch):
 
 
 def test_cli_rejects_bad_override(tmp_path, monkeypatch, capsys):
-    from promptcal import cli
+    from promptcal.commands import cli
 
     monkeypatch.setitem(cli.COMMAND_MODULES, "simulate", "simulate")
     code = cli.main(["simulate", "--output", str(tmp_path), "--set", "psf_model=airy"])

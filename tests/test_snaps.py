@@ -8,9 +8,9 @@ import pytest
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from promptcal.errors import InvalidInputError
-from promptcal.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
-from promptcal.snaps import combine_snaps
+from promptcal.core.errors import InvalidInputError
+from promptcal.core.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
+from promptcal.pipeline.snaps import combine_snaps
 
 
 def snap(seed: int, *, date: str | None, exposure_id: int, xy0=(10, 20)) -> Exposure:

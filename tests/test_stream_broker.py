@@ -17,15 +17,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from promptcal.commands import topics as topics_command
-from promptcal.errors import InvalidInputError
-from promptcal.metrics import WorkerMetrics
+from promptcal.core.errors import InvalidInputError
+from promptcal.service.messages import ImageReady, NextVisit, decode, detector_key, encode
 from promptcal.stream.broker import BrokerStartupError, LocalBroker
-from promptcal.stream.schemas import ImageReady, NextVisit, decode, encode
+from promptcal.stream.metrics import WorkerMetrics
 from promptcal.stream.topics import (
     TOPIC_KINDS,
     TopicNames,
     create_topics,
-    detector_key,
     murmur2,
     partition_for_key,
     producer_config,

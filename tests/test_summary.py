@@ -12,19 +12,23 @@ from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from promptcal.apcorr import ApCorrMap, ChebyshevField
-from promptcal.background import BackgroundList, BackgroundModel
-from promptcal.catalog import SourceCatalog
-from promptcal.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
-from promptcal.psf import GaussianPsf, PixelPsf
-from promptcal.summary import (
+from promptcal.core.apcorr_map import ApCorrMap, ChebyshevField
+from promptcal.core.background_model import BackgroundList, BackgroundModel
+from promptcal.core.catalog import SourceCatalog
+from promptcal.core.exposure import Detector, Exposure, Mask, PhotoCalib, VisitInfo
+from promptcal.core.psf_model import GaussianPsf, PixelPsf
+from promptcal.pipeline.summary.psf_robustness import (
+    grid_points,
+    max_distance_to_nearest_psf,
+    psf_image_deltas,
+)
+from promptcal.pipeline.summary.statistics import (
     NAN_FIELDS,
     SummaryConfig,
     clipped_mean_std,
     compute_summary_stats,
     zenith_distance,
 )
-from promptcal.summary_psf import grid_points, max_distance_to_nearest_psf, psf_image_deltas
 
 RUBIN = EarthLocation(lat=-30.2444 * u.deg, lon=-70.7494 * u.deg, height=2650 * u.m)
 X0, Y0, WIDTH, HEIGHT = 5, 4, 201, 181  # spec D: bbox (5,4)-(205,184)

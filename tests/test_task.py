@@ -9,10 +9,10 @@ import pydantic
 import pytest
 from pydantic import Field
 
-from promptcal.config import Config, parse_set_option
-from promptcal.errors import InvalidInputError
-from promptcal.pipeline import CalibrateImageTask
-from promptcal.task import Struct, Task, time_method
+from promptcal.core.config import Config, parse_set_option
+from promptcal.core.errors import InvalidInputError
+from promptcal.core.task import Struct, Task, time_method
+from promptcal.pipeline.task import CalibrateImageTask
 
 TIMER_ITEMS = ("WallTime", "CpuTime", "MaxResidentSetSize")
 
@@ -231,7 +231,7 @@ def test_struct_get_dict():
 
 
 def test_id_generator_handles_rubin_visit_numbers():
-    from promptcal.ids import COUNTER_BITS, IdGenerator, compact_visit
+    from promptcal.core.ids import COUNTER_BITS, IdGenerator, compact_visit
 
     rubin = IdGenerator(visit=2026022400123, detector=188)
     other_day = IdGenerator(visit=2026022500123, detector=188)

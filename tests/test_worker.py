@@ -50,25 +50,23 @@ from worker_helpers import (
     simulate_stream,
 )
 
-from promptcal import errors
-from promptcal.camera import load_camera
-from promptcal.errors import InvalidInputError, TransientError
-from promptcal.outputs import read_calexp, read_catalog
-from promptcal.pipeline import CalibrateImageConfig
+from promptcal.core import errors
+from promptcal.core.camera import load_camera
+from promptcal.core.errors import InvalidInputError, TransientError
+from promptcal.io.catalogs import read_catalog
+from promptcal.io.products import read_calexp
+from promptcal.pipeline.config import CalibrateImageConfig
 from promptcal.refcat import RefcatLoader
-from promptcal.stream.assembler import OffsetTracker, ReceivedSnap, SnapAssembler
-from promptcal.stream.preload import Preloader
-from promptcal.stream.process import output_root, product_dir, uri_to_path, with_retries
-from promptcal.stream.publish import OutgoingMessage, Publisher
-from promptcal.stream.schemas import (
-    Calibrated,
-    DeadLetter,
-    MetricsRecord,
-    decode,
-    encode,
-)
+from promptcal.service.assembler import OffsetTracker, ReceivedSnap, SnapAssembler
+from promptcal.service.locations import output_root, product_dir, uri_to_path
+from promptcal.service.messages import Calibrated, DeadLetter, MetricsRecord, decode, encode
+from promptcal.service.outcome import OutgoingMessage
+from promptcal.service.preload import Preloader
+from promptcal.service.retries import with_retries
+from promptcal.stream.publish import Publisher
+from promptcal.stream.settings import WorkerSettings
 from promptcal.stream.topics import TopicNames, create_topics, producer_config
-from promptcal.stream.worker import Worker, WorkerSettings
+from promptcal.stream.worker import Worker
 
 pytest_plugins = ["kafka_fixtures"]
 
@@ -236,7 +234,7 @@ def test_preloaded_shards_cover_what_the_task_reads(stream):
     assert preloader.still_cached(record)
     # The region the task loads (header WCS, 250 px margin) needs no other shard.
     from promptcal.io import read_exposure
-    from promptcal.pipeline import CalibrateImageTask
+    from promptcal.pipeline.task import CalibrateImageTask
 
     misses = loader.cache_info()["misses"]
     exposure = read_exposure(stream.snaps[(1, 1)][0], band="r")
@@ -603,7 +601,7 @@ def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_pa
     def failing_sync(paths, **_):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("promptcal.outputs.sync_paths", failing_sync)  # used by make_durable
+    monkeypatch.setattr("promptcal.io.products.sync_paths", failing_sync)  # used by make_durable
     names = TopicNames(f"d{uuid.uuid4().hex[:8]}.")
     create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -630,7 +628,7 @@ def test_serve_is_ready_fast_and_drains_on_sigterm(kafka_broker, tmp_path, recor
     command = [
         sys.executable,
         "-m",
-        "promptcal.cli",
+        "promptcal",
         "serve",
         "--bootstrap",
         kafka_broker.bootstrap,
@@ -726,8 +724,8 @@ def test_warm_up_leaves_nothing_to_compile_for_a_real_exposure(stream):
     script = f"""
 import json, time
 t0 = time.perf_counter()
-from promptcal.stream.warmup import warm_up, compiled_kernels
-from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
+from promptcal.service.warmup import warm_up, compiled_kernels
+from promptcal.pipeline.task import CalibrateImageConfig, CalibrateImageTask
 from promptcal.refcat import RefcatLoader
 from promptcal.io import read_exposure
 report = warm_up(CalibrateImageConfig())

@@ -46,10 +46,11 @@ from worker_helpers import (
     simulate_stream,
 )
 
-from promptcal.outputs import read_calexp, read_catalog
+from promptcal.io.catalogs import read_catalog
+from promptcal.io.products import read_calexp
+from promptcal.service.locations import uri_to_path
+from promptcal.service.messages import Calibrated, decode, encode
 from promptcal.stream.broker import free_port
-from promptcal.stream.process import uri_to_path
-from promptcal.stream.schemas import Calibrated, decode, encode
 from promptcal.stream.topics import TopicNames, create_topics, partition_for_key, producer_config
 
 pytest_plugins = ["kafka_fixtures"]
@@ -114,7 +115,7 @@ def _serve_command(bootstrap, group, stream, prefix, output: Path, port: int) ->
     return [
         sys.executable,
         "-m",
-        "promptcal.cli",
+        "promptcal",
         "serve",
         "--bootstrap",
         bootstrap,

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from astropy.table import vstack
 
-from promptcal.camera import Camera, DetectorGeometry, predict_detector_wcs, write_camera
+from promptcal.core.camera import Camera, DetectorGeometry, predict_detector_wcs, write_camera
 from promptcal.io import write_exposure
 from promptcal.refcat import build_refcat
+from promptcal.service.messages import ImageReady, NextVisit
 from promptcal.simulate import SkyConfig, refcat_table_from_truth, simulate_exposure
-from promptcal.stream.schemas import ImageReady, NextVisit
 
 INSTRUMENT = "ToyCam"
 SIZE = 512

@@ -2,6 +2,6 @@
 
 import sys
 
-from promptcal.cli import main
+from promptcal.commands.cli import main
 
 sys.exit(main())

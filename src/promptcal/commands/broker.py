@@ -12,8 +12,8 @@ import signal
 import sys
 import threading
 
-from ..stream.broker import LocalBroker
-from ..stream.topics import create_topics
+from promptcal.stream.broker import LocalBroker
+from promptcal.stream.topics import create_topics
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """``promptcal calibrate``: calibrate one exposure (or two snaps) and write the products.
 
 ``promptcal calibrate EXPOSURE.fits [SNAP2.fits] --refcat DIR --output DIR [options]``
-reads the exposure(s), runs :class:`~promptcal.pipeline.CalibrateImageTask` and writes
+reads the exposure(s), runs :class:`~promptcal.pipeline.task.CalibrateImageTask` and writes
 the products described in ``docs/products.md``. Exit codes: 0 success; 2 invalid input
 (unreadable file, refcat not covering the field, bad option); 3 algorithm failure, with
 the partial products and ``summary.json`` (``status: failed``) written.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AlgorithmError, InvalidInputError
+from promptcal.core.errors import AlgorithmError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _flatten(config, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested JSON -> dotted keys, descending only into sub-configs (dict fields stay)."""
-    from ..config import Config
+    from promptcal.core.config import Config
 
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -87,8 +87,8 @@ def _flatten(config, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def build_config(config_file: str | None, overrides: list[str]):
     """Default config, then the JSON file, then the ``--set`` pairs (later wins)."""
-    from ..config import parse_set_option
-    from ..pipeline import CalibrateImageConfig
+    from promptcal.core.config import parse_set_option
+    from promptcal.pipeline.config import CalibrateImageConfig
 
     config = CalibrateImageConfig()
     if config_file is not None:
@@ -110,7 +110,7 @@ PIXEL_SCALE_CARDS = ("PIXSCALE", "IM_SCALE", "SECPIX", "PIXSCAL1", "SCALE")
 def _header_hint(exposure):
     """A pointing hint from the header (boresight RA/Dec and a pixel-scale card) for
     frames without a WCS, so they solve without command-line options; else None."""
-    from ..astrometry import PointingHint
+    from promptcal.pipeline.astrometry.fitter import PointingHint
 
     if exposure.wcs is not None or exposure.visit_info.boresight_ra_dec is None:
         return None
@@ -128,7 +128,7 @@ def _header_hint(exposure):
 
 
 def _pointing_hint(args, exposure):
-    from ..astrometry import PointingHint
+    from promptcal.pipeline.astrometry.fitter import PointingHint
 
     if args.pointing is None and args.pixel_scale is None:
         if args.rotation is not None:
@@ -152,8 +152,8 @@ def _pointing_hint(args, exposure):
 
 def _apply_ids(args, exposures) -> Any:
     """Apply --visit/--detector to every snap; the id generator they define (or None)."""
-    from ..exposure import Detector
-    from ..ids import IdGenerator
+    from promptcal.core.exposure import Detector
+    from promptcal.core.ids import IdGenerator
 
     for exposure in exposures:
         if args.visit is not None:
@@ -197,11 +197,11 @@ def _print_summary(result, output: Path, elapsed: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``promptcal calibrate``; returns the exit code (exceptions map in ``cli.main``)."""
-    from ..io import read_exposure
-    from ..outputs import write_products
-    from ..pipeline import CalibrateImageTask
-    from ..refcat import RefcatLoader
-    from ..task import Struct
+    from promptcal.core.task import Struct
+    from promptcal.io import read_exposure
+    from promptcal.io.products import write_products
+    from promptcal.pipeline.task import CalibrateImageTask
+    from promptcal.refcat import RefcatLoader
 
     start = time.perf_counter()
     if not 1 <= len(args.exposures) <= 2:
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     task = CalibrateImageTask(config, refcat=refcat)
     result = Struct()
     output = Path(args.output)
-    write_kwargs = {"task": task, "make_plots": args.plots, "inputs": args.exposures}
+    write_kwargs = {"task": task, "plots": args.plots, "inputs": args.exposures}
     try:
         task.run(
             exposures=exposures[0] if len(exposures) == 1 else exposures,
@@ -246,8 +246,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(write_products, result, output: Path, *, read: float, **kwargs) -> None:
+def _write(write_products, result, output: Path, *, read: float, plots: bool, **kwargs) -> None:
     try:
-        write_products(result, output, timings={"read": read}, **kwargs)
+        extra = {}
+        if plots:
+            from promptcal.qa.plots import write_plots  # lazy: matplotlib is slow to import
+
+            output.mkdir(parents=True, exist_ok=True)
+            extra = write_plots(result, output, task=kwargs["task"])
+        write_products(result, output, timings={"read": read}, extra_products=extra, **kwargs)
     except OSError as exc:
         raise InvalidInputError(f"--output {output}: cannot write the products ({exc})") from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 _BAND_HELP = "band NAME=COLUMN[:mag|:nJy] (repeatable; magnitudes are AB, default :mag)"
 
@@ -68,7 +68,7 @@ def parse_band(text: str) -> tuple[str, tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``refcat build`` or ``refcat info``; returns the exit code."""
-    from ..refcat import build_refcat, read_manifest
+    from promptcal.refcat import build_refcat, read_manifest
 
     if args.refcat_command == "info":
         manifest = read_manifest(args.directory)

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -61,7 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Replay; print a summary line; return the exit code."""
-    from ..replay import parse_speed, replay_kafka, replay_local
+    from promptcal.replay.jobs import parse_speed
+    from promptcal.replay.kafka import replay_kafka
+    from promptcal.replay.local import replay_local
 
     speed = parse_speed(args.speed)
     stop = threading.Event()
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             if args.output is None:
                 raise InvalidInputError("--to local needs --output DIR")
-            from .calibrate import build_config
+            from promptcal.commands.calibrate import build_config
 
             summary = replay_local(
                 args.manifest,

@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; print its path and the summary."""
-    from ..report import one_screen_summary, write_report
+    from promptcal.report.html import one_screen_summary, write_report
 
     index, numbers = write_report(args.directory, args.output, camera=args.camera)
     print(one_screen_summary(numbers))

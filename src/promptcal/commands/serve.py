@@ -148,7 +148,7 @@ def pin_to_cpus(cpus: frozenset[int]) -> None:
     InvalidInputError
         A CPU this process may not use, or no CPU affinity on this platform.
     """
-    from ..errors import InvalidInputError
+    from promptcal.core.errors import InvalidInputError
 
     if not hasattr(os, "sched_setaffinity"):
         raise InvalidInputError("--cpus: this platform has no CPU affinity")
@@ -164,7 +164,7 @@ def pin_to_cpus(cpus: frozenset[int]) -> None:
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
-    from ..errors import InvalidInputError
+    from promptcal.core.errors import InvalidInputError
 
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -191,10 +191,11 @@ def process_age() -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the exit code."""
-    from ..camera import load_camera
-    from ..refcat import RefcatLoader
-    from ..stream.worker import Worker, WorkerSettings
-    from .calibrate import build_config
+    from promptcal.commands.calibrate import build_config
+    from promptcal.core.camera import load_camera
+    from promptcal.refcat import RefcatLoader
+    from promptcal.stream.settings import WorkerSettings
+    from promptcal.stream.worker import Worker
 
     if args.verbose == 0:  # the worker's INFO lines are its operational log
         logging.getLogger("promptcal.stream").setLevel(logging.INFO)

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_set_option
-from ..errors import InvalidInputError
+from promptcal.core.config import parse_set_option
+from promptcal.core.errors import InvalidInputError
 
 #: Command-line flag -> SkyConfig field.
 _FLAG_FIELDS = {
@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace):
     """The SkyConfig of ``args``: file, then flags, then ``--set`` overrides."""
-    from ..simulate import SkyConfig
+    from promptcal.simulate import SkyConfig
 
     data: dict[str, Any] = {}
     if args.config is not None:
@@ -77,7 +77,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write; print one ``kind: path`` line per file."""
-    from ..simulate import simulate_exposure, write_simulation
+    from promptcal.simulate import simulate_exposure, write_simulation
 
     config = build_config(args)
     sim = simulate_exposure(config, seed=args.seed)

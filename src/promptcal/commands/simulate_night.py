@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -89,8 +89,8 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
 
 def build_config(args: argparse.Namespace):
     """The NightConfig of the options."""
-    from ..config import parse_set_option
-    from ..night import NightConfig
+    from promptcal.core.config import parse_set_option
+    from promptcal.night.plan import NightConfig
 
     width, height = parse_size(args.size)
     data = {
@@ -115,7 +115,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Simulate the night; print the manifest path and a summary."""
-    from ..night_sim import simulate_night
+    from promptcal.night.simulate import simulate_night
 
     config = build_config(args)
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     path = simulate_night(config, args.output, progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    from ..night import read_manifest
+    from promptcal.night.manifest import read_manifest
 
     manifest, _ = read_manifest(path)
     bands = sorted({v.band for v in manifest.visits})

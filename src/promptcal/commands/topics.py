@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..stream.topics import create_topics
+from promptcal.stream.topics import create_topics
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

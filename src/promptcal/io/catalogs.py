@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.table import MaskedColumn, Table
 
-from ..catalog import SourceCatalog
-from ..errors import InvalidInputError
-from .files import atomic_write, sync_paths  # noqa: F401 (re-exported: the products API)
+from promptcal.core.catalog import SourceCatalog
+from promptcal.core.errors import InvalidInputError
+from promptcal.io.files import atomic_write, sync_paths  # noqa: F401 (re-exported: the products API)
 
 _SLOTS_KEY = b"promptcal.slots"
 _META_KEY = b"promptcal.meta"

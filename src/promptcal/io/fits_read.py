@@ -5,7 +5,7 @@ Two layouts are detected automatically:
 (a) LSST-afw multi-extension: primary header + ``IMAGE``, ``MASK``, ``VARIANCE``;
 (b) one image HDU, with optional inverse-variance weight and mask/DQ files.
 
-Every failure to read is an :class:`~promptcal.errors.InvalidInputError` with a one-line
+Every failure to read is an :class:`~promptcal.core.errors.InvalidInputError` with a one-line
 message, so the streaming layer can dead-letter the message that pointed at the file.
 """
 
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ..errors import InvalidInputError
-from ..exposure import Exposure, Mask
-from .frames import origin_from_header, wcs_from_header
-from .header import (
+from promptcal.core.errors import InvalidInputError
+from promptcal.core.exposure import Exposure, Mask
+from promptcal.io.frames import origin_from_header, wcs_from_header
+from promptcal.io.header import (
     Cards,
     clean_metadata,
     parse_band,

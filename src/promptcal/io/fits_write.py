@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ..errors import InvalidInputError
-from ..exposure import Exposure
-from .direct import DirectFileWriter
-from .files import atomic_write
-from .fits_read import PLANE_NAMES
-from .frames import origin_cards, wcs_to_header
-from .header import (
+from promptcal.core.errors import InvalidInputError
+from promptcal.core.exposure import Exposure
+from promptcal.io.direct import DirectFileWriter
+from promptcal.io.files import atomic_write
+from promptcal.io.fits_read import PLANE_NAMES
+from promptcal.io.frames import origin_cards, wcs_to_header
+from promptcal.io.header import (
     CANONICAL_KEYS,
     detector_cards,
     is_reserved,

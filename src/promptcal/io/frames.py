@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning, Sip
 
-from .header import set_card
+from promptcal.io.header import set_card
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from astropy.coordinates import EarthLocation
 from astropy.io import fits
 from astropy.time import Time
 
-from ..exposure import Detector, PhotoCalib, VisitInfo
+from promptcal.core.exposure import Detector, PhotoCalib, VisitInfo
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .order_statistics import order_statistics, quartiles, quartiles_into, workspace
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.order_statistics import (
+    order_statistics,
+    quartiles,
+    quartiles_into,
+    workspace,
+)
 
 __all__ = [
     "IQR_TO_SIGMA",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .noise import flat, noise_at, plane_table
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.noise import flat, noise_at, plane_table
 
 # Bits of the centroid flag word.
 CENTROID_FAILED = 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
+from promptcal.kernels._jit import kernel
 
 
 @kernel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .interpolate import (
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.interpolate import (
     flagged_pixels,
     grow_indices,
     interpolate_flagged,

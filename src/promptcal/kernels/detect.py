@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .components import (
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.components import (
     append_runs,
     kept_label_spans,
     mask_spans,

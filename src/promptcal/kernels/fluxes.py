@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .noise import flat, noise_at, plane_table
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.noise import flat, noise_at, plane_table
 
 # Beyond this quadratic form q the weight exp(-q/2) < 1e-304 is evaluated directly,
 # so the row recurrence of :func:`weight_step` never steps through underflowed values.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
+from promptcal.kernels._jit import kernel
 
 #: Pixels per block of the sparse scan (a fixed length lets the block test vectorise).
 _BLOCK = 64

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .centroid import (  # noqa: F401 (central_hole, CENTROID_*, weighted_centroids: former home)
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.centroid import (  # noqa: F401 (central_hole, CENTROID_*, weighted_centroids: former home)
     CENTROID_EDGE,
     CENTROID_FAILED,
     CENTROID_NO_CONVERGENCE,
@@ -28,7 +28,7 @@ from .centroid import (  # noqa: F401 (central_hole, CENTROID_*, weighted_centro
     centroid_one,
     weighted_centroids,
 )
-from .fluxes import (  # noqa: F401 (gaussian_fluxes … psf_fluxes: former home)
+from promptcal.kernels.fluxes import (  # noqa: F401 (gaussian_fluxes … psf_fluxes: former home)
     aperture_buffers,
     aperture_fluxes_one,
     distinct_radii,
@@ -39,7 +39,7 @@ from .fluxes import (  # noqa: F401 (gaussian_fluxes … psf_fluxes: former home
     psf_fluxes,
     weight_step,
 )
-from .noise import (  # noqa: F401 (footprint_noise, pixel, replacement_noise: former home)
+from promptcal.kernels.noise import (  # noqa: F401 (footprint_noise, pixel, replacement_noise: former home)
     flat,
     footprint_noise,
     noise_at,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .order_statistics import select_kth
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.order_statistics import select_kth
 
 _MT_N = 624
 _MT_M = 397

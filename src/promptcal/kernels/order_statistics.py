@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
+from promptcal.kernels._jit import kernel
 
 #: Histogram slots between the under- and overflow slots.
 N_SLOTS = 1024

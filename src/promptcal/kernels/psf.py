@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel
-from .noise import noise_at
+from promptcal.kernels._jit import kernel
+from promptcal.kernels.noise import noise_at
 
 
 @kernel

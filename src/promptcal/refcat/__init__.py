@@ -6,10 +6,10 @@ with :class:`RefcatLoader`. The format is described in ``docs/refcat.md``.
 
 from __future__ import annotations
 
-from .build import build_refcat, mag_err_to_njy, mag_to_njy
-from .geometry import in_padded_polygon, propagate_proper_motion
-from .loader import RefcatCoverageError, RefcatLoader, ref_cat_source_density
-from .manifest import FORMAT_VERSION, BandInfo, Manifest, ShardInfo, read_manifest
+from promptcal.refcat.build import build_refcat, mag_err_to_njy, mag_to_njy
+from promptcal.refcat.geometry import in_padded_polygon, propagate_proper_motion
+from promptcal.refcat.loader import RefcatCoverageError, RefcatLoader, ref_cat_source_density
+from promptcal.refcat.manifest import FORMAT_VERSION, BandInfo, Manifest, ShardInfo, read_manifest
 
 __all__ = [
     "FORMAT_VERSION",

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 from astropy import units as u
 from astropy_healpix import HEALPix
 
-from ..errors import InvalidInputError
-from .manifest import (
+from promptcal.core.errors import InvalidInputError
+from promptcal.refcat.manifest import (
     BAND_NAME_RE,
     MANIFEST_NAME,
     BandInfo,
@@ -33,7 +33,7 @@ from .manifest import (
     shard_file_name,
     write_manifest,
 )
-from .readers import read_columns
+from promptcal.refcat.readers import read_columns
 
 log = logging.getLogger(__name__)
 

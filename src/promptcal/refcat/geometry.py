@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 #: Largest polygon "radius" (centre to farthest vertex) accepted [deg]: the inside
 #: test projects gnomonically, which needs the polygon well inside one hemisphere.

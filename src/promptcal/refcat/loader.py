@@ -23,14 +23,14 @@ from astropy.table import Table
 from astropy.time import Time
 from astropy_healpix import HEALPix, nside_to_pixel_resolution
 
-from ..errors import InvalidInputError
-from .geometry import (
+from promptcal.core.errors import InvalidInputError
+from promptcal.refcat.geometry import (
     angular_distance_deg,
     in_padded_polygon,
     polygon_cap,
     propagate_proper_motion,
 )
-from .manifest import Manifest, read_manifest, sha256_bytes
+from promptcal.refcat.manifest import Manifest, read_manifest, sha256_bytes
 
 DEFAULT_CACHE_BYTES = 256 * 2**20
 _MAS_PER_DEG = 3.6e6

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 #: Version of the on-disk layout; bump on any incompatible change.
 FORMAT_VERSION = 1

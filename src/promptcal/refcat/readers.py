@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError
 
 FORMATS = ("csv", "fits", "votable", "parquet")
 

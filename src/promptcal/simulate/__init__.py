@@ -10,10 +10,10 @@
 See ``docs/simulation.md`` for the conventions.
 """
 
-from .config import SkyConfig
-from .core import SimulatedExposure, simulate_exposure
-from .truth import refcat_table_from_truth
-from .write import write_simulation
+from promptcal.simulate.config import SkyConfig
+from promptcal.simulate.core import SimulatedExposure, simulate_exposure
+from promptcal.simulate.truth import refcat_table_from_truth
+from promptcal.simulate.write import write_simulation
 
 __all__ = [
     "SimulatedExposure",

@@ -1,7 +1,7 @@
 """Configuration of the synthetic sky (:class:`SkyConfig`).
 
 Every field's description carries its unit in brackets. Pixel positions are
-parent-frame, 0-based, pixel centres at integers (see :mod:`promptcal.exposure`).
+parent-frame, 0-based, pixel centres at integers (see :mod:`promptcal.core.exposure`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Config
+from promptcal.core.config import Config
 
 
 class SkyConfig(Config):

@@ -11,10 +11,10 @@ from astropy.table import Table
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from ..exposure import Detector, Exposure, Mask, VisitInfo
-from .config import SkyConfig
-from .detector import read_out
-from .render import (
+from promptcal.core.exposure import Detector, Exposure, Mask, VisitInfo
+from promptcal.simulate.config import SkyConfig
+from promptcal.simulate.detector import read_out
+from promptcal.simulate.render import (
     aperture_blend,
     build_components,
     fwhm_at,
@@ -22,9 +22,9 @@ from .render import (
     render,
     shape_matrix,
 )
-from .sky import child_rngs, draw_bad_columns, draw_cosmic_rays, draw_sources
-from .truth import build_truth
-from .wcs import make_wcs_pair
+from promptcal.simulate.sky import child_rngs, draw_bad_columns, draw_cosmic_rays, draw_sources
+from promptcal.simulate.truth import build_truth
+from promptcal.simulate.wcs import make_wcs_pair
 
 #: Rubin Observatory (Cerro Pachón), geodetic; given explicitly so no site lookup
 #: (network) is needed.
@@ -39,7 +39,7 @@ class SimulatedExposure:
 
     Attributes
     ----------
-    exposure : promptcal.exposure.Exposure
+    exposure : promptcal.core.exposure.Exposure
         The visit as read out [count]; with two snaps, their sum (image and
         variance summed, masks OR-ed).
     truth : astropy.table.Table

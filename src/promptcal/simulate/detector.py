@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from ..exposure import Mask
-from .config import SkyConfig
+from promptcal.core.exposure import Mask
+from promptcal.simulate.config import SkyConfig
 
 
 def _fill(segment: np.ndarray, charge: float, saturation: float) -> None:
@@ -78,7 +78,7 @@ def read_out(
     -------
     image, variance : numpy.ndarray
         float32 [count] and [count²].
-    mask : promptcal.exposure.Mask
+    mask : promptcal.core.exposure.Mask
         SAT, BAD (and CR when ``do_mask_cosmic_rays``) planes set.
     """
     gain = config.gain

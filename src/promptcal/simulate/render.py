@@ -30,8 +30,8 @@ import numpy as np
 from scipy.optimize import brentq, nnls
 from scipy.special import gammaincinv
 
-from ..kernels.render import render_sources
-from .config import SkyConfig
+from promptcal.kernels.render import render_sources
+from promptcal.simulate.config import SkyConfig
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from .config import SkyConfig
+from promptcal.simulate.config import SkyConfig
 
 #: Names of the independent random streams, in spawn order (append only).
 STREAMS = ("stars", "galaxies", "wcs", "cosmic_rays", "bad_columns", "noise0", "noise1")

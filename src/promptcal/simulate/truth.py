@@ -15,8 +15,8 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from ..errors import InvalidInputError
-from .config import SkyConfig
+from promptcal.core.errors import InvalidInputError
+from promptcal.simulate.config import SkyConfig
 
 
 def flux_to_ab_mag(flux_njy):

@@ -35,10 +35,10 @@ from astropy.table import Table
 from astropy.time import Time
 from scipy import ndimage
 
-from ..exposure import Detector, Exposure, Mask, VisitInfo
-from .core import RUBIN_LOCATION
-from .truth import flux_to_ab_mag
-from .wcs import cd_matrix, make_tan_wcs
+from promptcal.core.exposure import Detector, Exposure, Mask, VisitInfo
+from promptcal.simulate.core import RUBIN_LOCATION
+from promptcal.simulate.truth import flux_to_ab_mag
+from promptcal.simulate.wcs import cd_matrix, make_tan_wcs
 
 BBOX_MIN = (5, 4)
 BBOX_MAX = (205, 184)
@@ -63,7 +63,7 @@ class UpstreamDataset:
 
     Attributes
     ----------
-    exposure : promptcal.exposure.Exposure
+    exposure : promptcal.core.exposure.Exposure
         Sources + noise + 500 [count], variance 100, DETECTED footprints.
     truth : astropy.table.Table
         ``id, x, y`` [px], ``ra, dec`` [deg], ``truth_instFlux`` [count],

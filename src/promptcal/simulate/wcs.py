@@ -22,7 +22,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS, Sip
 
-from .config import SkyConfig
+from promptcal.simulate.config import SkyConfig
 
 
 def bbox_center(config: SkyConfig) -> tuple[float, float]:

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from .core import SimulatedExposure
-from .truth import refcat_table_from_truth
+from promptcal.simulate.core import SimulatedExposure
+from promptcal.simulate.truth import refcat_table_from_truth
 
 
 def simulation_prefix(sim: SimulatedExposure) -> str:
@@ -36,7 +36,7 @@ def write_simulation(
         Kind (``"exposure"`` / ``"snap0"`` / ``"snap1"``, ``"truth"``, ``"refcat"``,
         ``"truth_wcs"``, ``"config"``, ...) -> path.
     """
-    from ..io.fits_write import write_exposure  # lazy: the FITS layer is optional here
+    from promptcal.io.fits_write import write_exposure  # lazy: the FITS layer is optional here
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from ..errors import TransientError
+from promptcal.core.errors import TransientError
 
 logger = logging.getLogger(__name__)
 

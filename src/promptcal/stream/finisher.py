@@ -1,7 +1,7 @@
 """Finish exposures on one background thread while the worker calibrates the next.
 
 After the main thread has calibrated an exposure and started its products
-(:meth:`~promptcal.stream.process.ExposureProcessor.start_write`), the
+(:meth:`~promptcal.service.process.ExposureProcessor.start_write`), the
 :class:`Finisher` thread waits for the calexp (~0.1 s for 200 MB, more when workers
 share a disk), writes ``summary.json``, publishes the ``calibrated`` message and the
 ``metrics`` record, waits for their acknowledgement and ``fsync`` s the products
@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .assembler import Position
-from .process import ExposureProcessor, ProductsInFlight
-from .publish import Publisher, build_messages
+from promptcal.service.assembler import Position
+from promptcal.service.outcome import build_messages
+from promptcal.service.process import ExposureProcessor, ProductsInFlight
+from promptcal.stream.publish import Publisher
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError, TransientError
+from promptcal.core.errors import InvalidInputError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +98,6 @@ class TopicNames:
     def all(self) -> list[str]:
         """All five names in :data:`TOPIC_KINDS` order."""
         return [self.name(kind) for kind in TOPIC_KINDS]
-
-
-def detector_key(detector: int) -> bytes:
-    """Key of ``next-visit`` and ``image-ready`` messages: the detector number in ASCII."""
-    return str(int(detector)).encode("ascii")
-
-
-def visit_detector_key(visit: int, detector: int) -> bytes:
-    """Key of ``calibrated`` and ``metrics`` messages: ``b"visit:detector"``."""
-    return f"{int(visit)}:{int(detector)}".encode("ascii")
 
 
 def murmur2(data: bytes) -> int:

@@ -4,8 +4,8 @@ One consumer subscribes to both co-partitioned topics (range assignor, so a work
 owns the same partition numbers of both). Per message:
 
 - ``next-visit`` → predict the detector footprint and preload its reference shards
-  (:mod:`~promptcal.stream.preload`), synchronously;
-- ``image-ready`` → collect the visit-detector's snaps (:mod:`~promptcal.stream.assembler`,
+  (:mod:`~promptcal.service.preload`), synchronously;
+- ``image-ready`` → collect the visit-detector's snaps (:mod:`~promptcal.service.assembler`,
   bounded wait), then read them and run ``CalibrateImageTask`` on the main thread,
   write the catalogs and start the calexp under
   ``<output>/<instrument>/<visit>/<detector>/`` (atomic renames); a finisher thread
@@ -22,7 +22,7 @@ owns the same partition numbers of both). Per message:
 Undecodable messages and unreadable snaps go to ``dead-letter`` (original key, value
 and headers, plus error headers) and count as handled. Algorithm failures are results
 (``status=failed``). Transient failures (broker, storage) are retried with backoff;
-past the retries :class:`~promptcal.errors.TransientError` ends :meth:`Worker.run`
+past the retries :class:`~promptcal.core.errors.TransientError` ends :meth:`Worker.run`
 without storing the exposure's offsets. See ``docs/worker.md``.
 """
 
@@ -36,18 +36,26 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..allocator import reserve_heap
-from ..errors import InvalidInputError, TransientError
-from ..metrics import WorkerMetrics
-from .assembler import OffsetTracker, PendingExposure, Position, ReceivedSnap, SnapAssembler
-from .finisher import Finisher, finish_exposure
-from .http import HealthServer
-from .preload import Preloader
-from .process import ExposureProcessor, ProductsInFlight, RawMessage
-from .publish import OutgoingMessage, Publisher, retry_delays, worker_identity
-from .schemas import DeadLetter, ImageReady, NextVisit, decode
-from .settings import WorkerSettings
-from .topics import TopicNames, consumer_config, producer_config
+from promptcal.core.allocator import reserve_heap
+from promptcal.core.errors import InvalidInputError, TransientError
+from promptcal.service.assembler import (
+    OffsetTracker,
+    PendingExposure,
+    Position,
+    ReceivedSnap,
+    SnapAssembler,
+)
+from promptcal.service.messages import DeadLetter, ImageReady, NextVisit, decode
+from promptcal.service.outcome import OutgoingMessage, worker_identity
+from promptcal.service.preload import Preloader
+from promptcal.service.process import ExposureProcessor, ProductsInFlight, RawMessage
+from promptcal.service.retries import retry_delays
+from promptcal.stream.finisher import Finisher, finish_exposure
+from promptcal.stream.http import HealthServer
+from promptcal.stream.metrics import WorkerMetrics
+from promptcal.stream.publish import Publisher
+from promptcal.stream.settings import WorkerSettings
+from promptcal.stream.topics import TopicNames, consumer_config, producer_config
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +151,7 @@ class Worker:
         self.http_port = self.health.start(self.settings.http_port)
         try:
             if self.settings.do_warmup:
-                from .warmup import warm_up
+                from promptcal.service.warmup import warm_up
 
                 reserve = self.settings.heap_reserve_bytes(self.preloader.camera)
                 if reserve_heap(reserve):

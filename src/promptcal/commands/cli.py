@@ -1,0 +1,66 @@
+"""The ``promptcal`` console script.
+
+Exit codes: 0 success; 2 invalid input or usage; 3 algorithm failure (partial
+outputs written); 4 transient infrastructure failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from promptcal.core.allocator import tune_allocator
+from promptcal.core.errors import AlgorithmError, InvalidInputError, TransientError
+
+EXIT_OK = 0
+EXIT_INVALID_INPUT = 2
+EXIT_ALGORITHM_FAILURE = 3
+EXIT_TRANSIENT = 4
+
+#: Sub-command name -> module under promptcal.commands.
+COMMAND_MODULES: dict[str, str] = {
+    "simulate": "simulate",
+    "refcat": "refcat",
+    "broker": "broker",
+    "topics": "topics",
+    "calibrate": "calibrate",
+    "serve": "serve",
+    "simulate-night": "simulate_night",
+    "replay": "replay",
+    "report": "report",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptcal", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMAND_MODULES.values():
+        module = importlib.import_module(f"promptcal.commands.{module_name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_allocator()
+    try:
+        return int(args.handler(args) or 0)
+    except InvalidInputError as exc:
+        print(f"promptcal: invalid input: {exc}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except AlgorithmError as exc:
+        print(f"promptcal: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ALGORITHM_FAILURE
+    except TransientError as exc:
+        print(f"promptcal: transient failure: {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

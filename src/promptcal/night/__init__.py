@@ -1,0 +1,2 @@
+"""Observing nights: the manifest ``promptcal replay`` reads, and synthetic nights
+(planned and rendered)."""

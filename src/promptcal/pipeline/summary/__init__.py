@@ -1,0 +1,2 @@
+"""Summary statistics of the calibrated exposure (spec A12), including the PSF
+robustness statistics."""

@@ -1,0 +1,299 @@
+"""CalibrateImageTask: orchestrates the stages and builds the result Struct."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from promptcal.core.errors import (
+    AlgorithmError,
+    AstrometryError,
+    BadAstrometryFit,
+    InvalidInputError,
+)
+from promptcal.core.exposure import Exposure
+from promptcal.core.ids import IdGenerator
+from promptcal.core.task import Struct, Task, time_method
+from promptcal.pipeline.astrometry.fitter import PointingHint
+from promptcal.pipeline.astrometry.steps import fit_wcs, refit_wcs_on_sources
+from promptcal.pipeline.config import CalibrateImageConfig
+from promptcal.pipeline.matches import denormalized_matches, nearest_ids, set_coordinates
+from promptcal.pipeline.photometry import (
+    calibrate_pixels,
+    resolve_ref_band,
+    run_photometry,
+)
+from promptcal.pipeline.psf.phase import compute_psf, measure_aperture_correction
+from promptcal.pipeline.references import (
+    hint_wcs,
+    load_references,
+    pixel_scale_arcsec,
+    ref_flux_column,
+)
+from promptcal.pipeline.snaps import combine_snaps
+from promptcal.pipeline.star_phase import (
+    find_stars,
+    match_psf_stars,
+    renormalize_calib_flux,
+)
+from promptcal.pipeline.summary.statistics import compute_summary_stats
+
+
+class CalibrateImageTask(Task):
+    """Compute the PSF, aperture corrections, astrometric and photometric calibrations
+    and summary statistics of one exposure (LSST's CalibrateImageTask).
+
+    Parameters
+    ----------
+    config : CalibrateImageConfig, optional
+        Configuration; defaults when omitted.
+    refcat : RefcatLoader, optional
+        Reference-catalog loader used for astrometry and photometry.
+    """
+
+    ConfigClass = CalibrateImageConfig
+    _DefaultName = "calibrateImage"
+
+    def __init__(self, config=None, *, refcat=None, name=None, parent_task=None, **kwargs):
+        super().__init__(config, name=name, parent_task=parent_task, **kwargs)
+        self.refcat = refcat
+
+    @staticmethod
+    def _as_exposure(exposures) -> Exposure:
+        if isinstance(exposures, Exposure):
+            return exposures
+        exposures = list(exposures)
+        if not exposures:
+            raise InvalidInputError("expected 1 or 2 snaps, got 0")
+        return combine_snaps(exposures)
+
+    @time_method
+    def compute_psf(self, exposure: Exposure, id_generator: IdGenerator | None = None):
+        """The PSF phase only (spec A4); returns a Struct like LSST's ``_compute_psf``."""
+        id_generator = id_generator or IdGenerator()
+        result = compute_psf(self, exposure, id_generator)
+        return Struct(
+            psf_stars=result.psf_stars,
+            psf_stars_footprints=result.footprints,
+            background=result.background,
+            seeds=result.seeds,
+        )
+
+    @time_method
+    def measure_aperture_correction(self, exposure: Exposure, psf_stars):
+        """Normalise the calibration flux and fit the aperture corrections (spec A5)."""
+        return measure_aperture_correction(self, exposure, psf_stars)
+
+    @time_method
+    def run(
+        self,
+        *,
+        exposures,
+        id_generator: IdGenerator | None = None,
+        result: Struct | None = None,
+        pointing_hint: PointingHint | None = None,
+    ) -> Struct:
+        """Calibrate one exposure (or combine two snaps first).
+
+        Parameters
+        ----------
+        exposures : Exposure or list of Exposure
+            One exposure or 1–2 snaps; a single exposure is modified in place.
+        id_generator : IdGenerator, optional
+            Source-id generator for (visit, detector).
+        result : Struct, optional
+            Filled in place as stages complete, so partial outputs survive an error.
+        pointing_hint : PointingHint, optional
+            Pointing and pixel scale for exposures without a usable WCS.
+
+        Raises
+        ------
+        AlgorithmError
+            After filling ``result`` with the partial outputs and ``result.failure``.
+        """
+        result = result if result is not None else Struct()
+        exposure = self._as_exposure(exposures)
+        if id_generator is None:
+            detector = exposure.detector.id if exposure.detector is not None else 0
+            id_generator = IdGenerator(visit=exposure.visit_info.exposure_id, detector=detector)
+        result.output_exposure = exposure
+        result.applied_photo_calib = None
+        exposure.metadata["LSST CALIB ILLUMCORR APPLIED"] = False
+        try:
+            self._run_stages(exposure, id_generator, result, pointing_hint)
+        except AlgorithmError as error:
+            result.failure = {
+                "type": type(error).__name__,
+                "message": str(error),
+                "metadata": error.metadata,
+            }
+            self._summarize(exposure, result)
+            raise
+        return result
+
+    def _run_stages(self, exposure, id_generator, result, hint) -> None:
+        config = self.config
+        refs, ref_flux = self._load_references(exposure, hint)
+        psf_result = self.compute_psf(exposure, id_generator)
+        result.psf_stars = psf_result.psf_stars
+        result.psf_stars_footprints = psf_result.psf_stars_footprints
+        result.background = psf_result.background
+        self.measure_aperture_correction(exposure, result.psf_stars)
+        astrometry = None
+        psf_star_failure = None
+        if refs is not None:
+            try:
+                with self.timer("astrometry"):
+                    astrometry, matches = fit_wcs(
+                        self, exposure, result.psf_stars, refs, ref_flux, hint
+                    )
+            except AstrometryError as error:
+                # Too few bright stars (small cut-outs): the deeper star phase may do.
+                if not (config.do_astrometry_refit and exposure.wcs is not None):
+                    raise
+                psf_star_failure = error
+                self.log.warning("PSF-star astrometry failed (%s); trying all stars", error)
+            else:
+                for key in ("MEAN", "STD", "MEDIAN"):
+                    self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(
+                        astrometry, f"offset_{key.lower()}"
+                    )
+                if "astrometry_matches" in config.optional_outputs:
+                    result.astrometry_matches = matches
+        stars = self.find_stars(exposure, result.background, id_generator, len(result.psf_stars))
+        exposure.__dict__.pop("_smoothed_variance_cache", None)  # last detection is done
+        result.stars = stars.stars
+        result.stars_footprints = stars.footprints
+        self.match_psf_stars(result.psf_stars, result.stars, exposure)
+        ratio = renormalize_calib_flux(result.stars, config.resolved_ap_corr())
+        if ratio is not None:
+            self.metadata["CALIB_FLUX_NORMALIZATION"] = ratio
+        if refs is not None and config.do_astrometry_refit:
+            astrometry = self._refit_astrometry(
+                exposure, result, stars.sources, refs, ref_flux, astrometry
+            )
+            if astrometry is None:
+                raise psf_star_failure
+        set_coordinates(result.stars, exposure.wcs)
+        limit = max(
+            config.max_mean_astrometric_offset,
+            config.max_mean_astrometric_offset_px
+            * pixel_scale_arcsec(exposure.wcs, *exposure.center)
+            if exposure.wcs is not None
+            else 0.0,
+        )
+        if astrometry is not None and astrometry.offset_mean > limit:
+            exposure.wcs = None
+            set_coordinates(result.stars, None)
+            raise BadAstrometryFit(
+                f"mean astrometric offset {astrometry.offset_mean:.3f} arcsec exceeds "
+                f"{limit:.3f} arcsec",
+                offset_mean=astrometry.offset_mean,
+                n_matches=len(astrometry.matches),
+            )
+        if "mask" in config.optional_outputs:
+            result.mask = exposure.mask.copy()
+        if refs is None:
+            self._summarize(exposure, result)
+            return
+        # LSST's 0.25 arcsec is 1.25 px at 0.2 arcsec/px; keep at least that in pixels.
+        radius = max(
+            config.photometry.match_radius,
+            config.photometry_match_radius_px * pixel_scale_arcsec(exposure.wcs, *exposure.center),
+        )
+        photometry_config = config.photometry.model_copy(update={"match_radius": radius})
+        with self.timer("photometry"):
+            photometry = run_photometry(result.stars, refs, exposure.band, photometry_config)
+        if "photometry_matches" in config.optional_outputs:
+            result.photometry_matches = photometry.matches
+        photo_calib = photometry.photo_calib
+        exposure.photo_calib = photo_calib
+        self._summarize(exposure, result)
+        if config.do_calibrate_pixels:
+            exposure, result.background = calibrate_pixels(exposure, result.background, photo_calib)
+            result.applied_photo_calib = photo_calib
+
+    def _refit_astrometry(self, exposure, result, sources, refs, ref_flux, astrometry):
+        """Refit the WCS on all clean star-phase sources; keep it if it matches more."""
+        with self.timer("astrometry_refit"):
+            refit = refit_wcs_on_sources(self, exposure, sources, refs, ref_flux)
+        if refit is None:
+            return astrometry
+        fit, selected = refit
+        if astrometry is not None and len(fit.matches) < len(astrometry.matches):
+            return astrometry
+        exposure.wcs = fit.wcs
+        set_coordinates(result.psf_stars, fit.wcs)
+        for key in ("MEAN", "STD", "MEDIAN"):
+            self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(fit, f"offset_{key.lower()}")
+        matched = selected[np.asarray(fit.matches["src_index"], int)]
+        used_ids = set(np.asarray(sources["id"])[matched].tolist())
+        result.stars["calib_astrometry_used"] = np.isin(
+            np.asarray(result.stars["id"]), list(used_ids)
+        )
+        if "astrometry_matches" in self.config.optional_outputs:
+            matched_sources = sources[matched]
+            set_coordinates(matched_sources, fit.wcs)
+            matched_sources["psf_id"] = nearest_ids(
+                result.psf_stars, matched_sources, self.config.psf_match_radius
+            )
+            result.astrometry_matches = denormalized_matches(
+                refs[np.asarray(fit.matches["ref_index"], int)],
+                matched_sources,
+                np.asarray(fit.matches["distance"], float),
+            )
+        return fit
+
+    def _load_references(self, exposure, hint):
+        """References over the padded field (spec A2), or (None, None) without a refcat."""
+        if self.refcat is None:
+            return None, None
+        wcs = exposure.wcs
+        if wcs is None:
+            if hint is None:
+                raise InvalidInputError(
+                    "the exposure has no WCS; give a pointing hint (RA, Dec, pixel scale)"
+                )
+            wcs = hint_wcs(hint, exposure)
+        epoch = exposure.visit_info.date
+        with self.timer("refcat"):
+            refs, density = load_references(
+                self.refcat, exposure, wcs, self.config.ref_pixel_margin, epoch
+            )
+        self.metadata["REF_CAT_SOURCE_DENSITY"] = density
+        band = resolve_ref_band(exposure.band, self.config.photometry)
+        ref_flux = ref_flux_column(refs, self.config.astrometry_ref_band or band)
+        return refs, ref_flux
+
+    def _summarize(self, exposure, result) -> None:
+        """Summary statistics in instrumental units, with whatever models exist."""
+        with self.timer("summary"):
+            offsets = (
+                self.metadata.get("SFM_ASTROM_OFFSET_MEAN", np.nan),
+                self.metadata.get("SFM_ASTROM_OFFSET_STD", np.nan),
+            )
+            exposure.summary = compute_summary_stats(
+                exposure,
+                getattr(result, "stars", None),
+                getattr(result, "background", None),
+                psf=exposure.psf,
+                wcs=exposure.wcs,
+                photo_calib=exposure.photo_calib,
+                config=self.config.summary,
+                astrom_offsets=offsets,
+                ref_cat_source_density=self.metadata.get("REF_CAT_SOURCE_DENSITY"),
+                psf_adaptive=(
+                    self.metadata.get("psfAdaptiveThresholdValue", np.nan),
+                    self.metadata.get("psfAdaptiveIncludeThresholdMultiplier", np.nan),
+                ),
+            )
+        result.summary = exposure.summary
+
+    @time_method
+    def find_stars(self, exposure, background, id_generator, n_psf_stars: int = 0):
+        """Detect and measure the star catalog (spec A8)."""
+        return find_stars(self, exposure, background, id_generator, first_id=n_psf_stars + 1)
+
+    def match_psf_stars(self, psf_stars, stars, exposure=None) -> None:
+        """Copy the PSF-phase flags onto the matching stars (spec A9)."""
+        sigma = exposure.psf.determinant_radius(*exposure.center) if exposure is not None else 0
+        match_psf_stars(psf_stars, stars, max(self.config.psf_match_radius, sigma))

@@ -1,0 +1,287 @@
+"""Collect the snaps of one visit-detector, and track which input offsets are done.
+
+Snap collection
+---------------
+``image-ready`` announces one snap at a time. :class:`SnapAssembler` keeps the snaps
+of each (instrument, visit, detector) until all ``n_snaps`` have arrived (the exposure
+is complete) or until ``snap_wait`` seconds have passed since the first one (it
+expired). The worker then calibrates what arrived: a missing second snap must not hold
+a detector's result back forever, and one snap is a valid (shallower) exposure. A
+duplicate snap (a replayed message) replaces the earlier copy; both offsets are kept so
+that both are marked done together.
+
+Offset bookkeeping
+------------------
+Kafka commits one offset per partition, meaning "everything before it is done". The
+worker finishes messages out of order (a visit's first snap waits for the second while
+later messages of the same partition are handled), so storing the offset of the last
+finished message could commit past a snap that is still waiting, and a crash would lose
+it. :class:`OffsetTracker` remembers the offsets in flight per partition and only
+advances the committable offset to the lowest one still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptcal.core.errors import InvalidInputError
+from promptcal.service.messages import ImageReady
+
+logger = logging.getLogger(__name__)
+
+#: (topic, partition, offset) of one consumed message.
+Position = tuple[str, int, int]
+#: (instrument, visit, detector): what the assembler groups snaps by.
+ExposureKey = tuple[str, int, int]
+
+
+@dataclass
+class ReceivedSnap:
+    """One decoded ``image-ready`` message and where it came from.
+
+    Attributes
+    ----------
+    message : ImageReady
+        The decoded message.
+    position : Position
+        Topic, partition and offset of the Kafka message.
+    key, value : bytes or None
+        The original Kafka key and value (for the dead-letter topic).
+    headers : list or None
+        The original Kafka headers.
+    received_at : float
+        When the worker received it, POSIX time [s].
+    """
+
+    message: ImageReady
+    position: Position
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    received_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class PendingExposure:
+    """The snaps of one visit-detector received so far."""
+
+    instrument: str
+    visit: int
+    detector: int
+    n_snaps: int
+    first_seen: float  # monotonic clock of the first snap [s]
+    snaps: dict[int, ReceivedSnap] = field(default_factory=dict)
+    positions: list[Position] = field(default_factory=list)  # every message, duplicates too
+    expired: bool = False
+
+    @property
+    def key(self) -> ExposureKey:
+        """(instrument, visit, detector)."""
+        return (self.instrument, self.visit, self.detector)
+
+    @property
+    def complete(self) -> bool:
+        """All ``n_snaps`` snaps have arrived."""
+        return len(self.snaps) >= self.n_snaps
+
+    def ordered_snaps(self) -> list[ReceivedSnap]:
+        """The snaps that arrived, by snap index."""
+        return [self.snaps[i] for i in sorted(self.snaps)]
+
+    @property
+    def last_produced_at(self) -> float:
+        """The latest ``produced_at`` of the snaps (where the latency clock starts) [s]."""
+        return max(s.message.produced_at for s in self.snaps.values())
+
+    @property
+    def first_received_at(self) -> float:
+        """When the first snap reached the worker, POSIX time [s]."""
+        return min(s.received_at for s in self.snaps.values())
+
+
+class SnapAssembler:
+    """Group ``image-ready`` snaps by visit-detector with a bounded wait.
+
+    Parameters
+    ----------
+    snap_wait : float
+        Longest wait from the first snap of an exposure for the others [s]; past it,
+        :meth:`expired` hands the exposure over with the snaps that arrived.
+    clock : callable
+        Monotonic time [s] (injectable for tests).
+    max_remembered : int
+        How many handed-out exposures to remember for :meth:`already_handled`.
+    """
+
+    def __init__(
+        self,
+        snap_wait: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_remembered: int = 10_000,
+    ) -> None:
+        if not snap_wait >= 0:
+            raise InvalidInputError(f"snap_wait must be >= 0 s, got {snap_wait}")
+        self.snap_wait = float(snap_wait)
+        self._clock = clock
+        self._pending: dict[ExposureKey, PendingExposure] = {}
+        # Exposures already handed out, so that a late duplicate snap (a producer retry)
+        # is not calibrated again alone, overwriting the full exposure's products.
+        self._handed_out: OrderedDict[ExposureKey, None] = OrderedDict()
+        self.max_remembered = int(max_remembered)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, snap: ReceivedSnap) -> PendingExposure | None:
+        """Add one snap; returns the exposure (removed from the pending set) once complete.
+
+        Raises
+        ------
+        InvalidInputError
+            The snap's ``n_snaps`` disagrees with the snaps already received for the
+            same visit-detector (the message is inconsistent; nothing is changed).
+        """
+        msg = snap.message
+        key = (msg.instrument, msg.visit, msg.detector)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = PendingExposure(
+                msg.instrument, msg.visit, msg.detector, msg.n_snaps, self._clock()
+            )
+            self._pending[key] = pending
+        elif msg.n_snaps != pending.n_snaps:
+            raise InvalidInputError(
+                f"image-ready for visit {msg.visit} detector {msg.detector} snap {msg.snap} "
+                f"says n_snaps={msg.n_snaps}, but earlier snaps said {pending.n_snaps}"
+            )
+        if msg.snap in pending.snaps:
+            logger.info(
+                "duplicate snap %d of visit %d detector %d (replay); keeping the latest",
+                msg.snap,
+                msg.visit,
+                msg.detector,
+            )
+        pending.snaps[msg.snap] = snap
+        pending.positions.append(snap.position)
+        if pending.complete:
+            self._hand_out(pending)
+            return pending
+        return None
+
+    def _hand_out(self, pending: PendingExposure) -> None:
+        del self._pending[pending.key]
+        self._handed_out[pending.key] = None
+        while len(self._handed_out) > self.max_remembered:
+            self._handed_out.popitem(last=False)
+
+    def already_handled(self, message: ImageReady) -> bool:
+        """Whether this snap's exposure was already handed out (a late duplicate)."""
+        return (message.instrument, message.visit, message.detector) in self._handed_out
+
+    def expired(self) -> list[PendingExposure]:
+        """Remove and return the exposures whose wait is over (``expired`` set)."""
+        now = self._clock()
+        done = [p for p in self._pending.values() if now - p.first_seen >= self.snap_wait]
+        for pending in done:
+            pending.expired = True
+            self._hand_out(pending)
+            logger.warning(
+                "visit %d detector %d: %d of %d snaps after %.1f s; processing what arrived",
+                pending.visit,
+                pending.detector,
+                len(pending.snaps),
+                pending.n_snaps,
+                now - pending.first_seen,
+            )
+        return done
+
+    def seconds_to_next_expiry(self) -> float | None:
+        """Time until the oldest pending exposure expires [s] (``None``: nothing pending)."""
+        if not self._pending:
+            return None
+        oldest = min(p.first_seen for p in self._pending.values())
+        return max(0.0, oldest + self.snap_wait - self._clock())
+
+    def drop_partitions(self, partitions: Iterable[tuple[str, int]]) -> list[PendingExposure]:
+        """Forget the exposures with a snap from these (topic, partition)s (revoked).
+
+        Their offsets were never stored, so the partition's next owner re-reads them.
+        """
+        lost = set(partitions)
+        dropped = [
+            p for p in self._pending.values() if any((t, q) in lost for t, q, _ in p.positions)
+        ]
+        for pending in dropped:
+            del self._pending[pending.key]
+        return dropped
+
+    def pending(self) -> list[PendingExposure]:
+        """The incomplete exposures (oldest first)."""
+        return sorted(self._pending.values(), key=lambda p: p.first_seen)
+
+
+class OffsetTracker:
+    """Per-partition in-flight offsets, and the offset that is safe to commit.
+
+    The committable offset of a partition is the lowest offset still in flight, or one
+    past the highest finished offset when nothing is in flight (Kafka's convention: the
+    committed offset is the next message to read).
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[tuple[str, int], set[int]] = {}
+        self._next: dict[tuple[str, int], int] = {}  # one past the highest finished
+        self._committable: dict[tuple[str, int], int] = {}
+
+    def received(self, position: Position) -> None:
+        """A message was consumed and is now being handled."""
+        topic, partition, offset = position
+        self._in_flight.setdefault((topic, partition), set()).add(offset)
+
+    def done(self, positions: Iterable[Position]) -> dict[tuple[str, int], int]:
+        """Messages are finished; returns the partitions whose committable offset advanced.
+
+        Returns
+        -------
+        dict
+            ``(topic, partition) -> offset to commit`` for the partitions that moved.
+        """
+        touched = set()
+        for topic, partition, offset in positions:
+            tp = (topic, partition)
+            self._in_flight.get(tp, set()).discard(offset)
+            self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+            touched.add(tp)
+        advanced = {}
+        for tp in touched:
+            in_flight = self._in_flight.get(tp)
+            target = min(in_flight) if in_flight else self._next[tp]
+            if target > self._committable.get(tp, -1):
+                self._committable[tp] = target
+                advanced[tp] = target
+        return advanced
+
+    def committable(self) -> dict[tuple[str, int], int]:
+        """``(topic, partition) -> offset`` of every partition with finished messages."""
+        return dict(self._committable)
+
+    def in_flight(self) -> dict[tuple[str, int], list[int]]:
+        """Offsets consumed but not finished, per partition."""
+        return {tp: sorted(offs) for tp, offs in self._in_flight.items() if offs}
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop the state of revoked partitions (the next owner starts from the commit)."""
+        for tp in partitions:
+            self._in_flight.pop(tp, None)
+            self._next.pop(tp, None)
+            self._committable.pop(tp, None)
+
+    def describe(self) -> dict[str, Any]:
+        """State for logs: committable and in-flight offsets."""
+        return {"committable": self.committable(), "in_flight": self.in_flight()}
