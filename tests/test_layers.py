@@ -53,4 +53,3 @@ def test_no_import_cycles():
         tuple(graphlib.TopologicalSorter(import_graph()).static_order())
     except graphlib.CycleError as error:
         pytest.fail(f"import cycle: {' → '.join(error.args[1])}")
-

@@ -23,7 +23,7 @@ from promptcal.service.messages import (
     encode,
 )
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "messages.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "messages.md"
 EXAMPLE = re.compile(r"<!-- example: (\w+) -->\s*```json\n(.*?)```", re.DOTALL)
 
 

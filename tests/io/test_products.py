@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from astropy.table import MaskedColumn, Table
+from fixture_refcat import FIXTURE_OVERRIDES, make_refcat
 
 from promptcal.core.errors import AlgorithmError, InvalidInputError
 from promptcal.core.task import Struct
@@ -29,32 +30,8 @@ from promptcal.io.products import (
 )
 from promptcal.pipeline.config import CalibrateImageConfig
 from promptcal.pipeline.task import CalibrateImageTask
-from promptcal.refcat import RefcatLoader, build_refcat
-from promptcal.simulate import refcat_table_from_truth
+from promptcal.refcat import RefcatLoader
 from promptcal.simulate.upstream import make_upstream_dataset
-
-FIXTURE_OVERRIDES = {
-    "sky_sources.n_sources": 2,
-    "astrometry.num_points_for_shape": 3,
-    "astrometry.magnitude_outlier_rejection_nsigma": 9.0,
-}
-
-
-def make_refcat(directory, truth, *, dec_offset: float = 0.0):
-    """Refcat directory built from the fixture truth (optionally moved in Dec) [deg]."""
-    table = refcat_table_from_truth(truth, "truth")
-    table["dec"] = table["dec"] + dec_offset
-    source = directory / "refcat_source.parquet"
-    table.write(source, format="parquet", overwrite=True)
-    build_refcat(
-        source,
-        directory / "refcat",
-        ra_col="ra",
-        dec_col="dec",
-        bands={"truth": ("truth_flux", "nJy")},
-        band_errors={"truth": "truth_fluxErr"},
-    )
-    return directory / "refcat"
 
 
 def calibrate_fixture(refcat_dir):

@@ -19,7 +19,7 @@ from promptcal.io.catalogs import read_table
 from promptcal.io.products import read_calexp
 from promptcal.pipeline.references import icrs_deg, pixel_scale_arcsec
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 pytestmark = requires_real_data
 

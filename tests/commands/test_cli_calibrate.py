@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from test_outputs import FIXTURE_OVERRIDES, make_refcat
+from fixture_refcat import FIXTURE_OVERRIDES, make_refcat
 
 from promptcal.commands.cli import main
 from promptcal.io import write_exposure

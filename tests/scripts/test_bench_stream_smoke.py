@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_stream.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_stream.py"
 
 
 @pytest.mark.slow
