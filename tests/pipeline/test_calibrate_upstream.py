@@ -77,7 +77,7 @@ def runs(data, refcat_dir):
         "single": lambda: calibrate(refcat_dir, make_upstream_dataset().exposure),
         "two_snaps": lambda: calibrate(refcat_dir, make_upstream_snaps()),
         "no_refit": lambda: calibrate(
-            refcat_dir, make_upstream_dataset().exposure, do_astrometry_refit=False
+            refcat_dir, make_upstream_dataset().exposure, **{"astrometry.do_refit": False}
         ),
         "no_calibrate_pixels": lambda: calibrate(
             refcat_dir, make_upstream_dataset().exposure, do_calibrate_pixels=False

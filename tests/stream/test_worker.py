@@ -267,10 +267,12 @@ def run(stream, kafka_broker, tmp_path_factory):
     logs: list[logging.LogRecord] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = logs.append
-    stream_logger = logging.getLogger("promptcal.stream")
-    old_level = stream_logger.level
-    stream_logger.setLevel(logging.INFO)
-    stream_logger.addHandler(handler)
+    # The worker's operational log: the streaming and the processing layers.
+    loggers = [logging.getLogger(name) for name in ("promptcal.stream", "promptcal.service")]
+    old_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
     events = EventLog()
     worker = Worker(
         settings,
@@ -340,8 +342,9 @@ def run(stream, kafka_broker, tmp_path_factory):
     finally:
         worker.request_stop()
         thread.join(30)
-        stream_logger.removeHandler(handler)
-        stream_logger.setLevel(old_level)
+        for logger, level in zip(loggers, old_levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
     assert not thread.is_alive() and not failure, failure
     return dict(
         names=names,

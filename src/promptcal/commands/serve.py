@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     from promptcal.stream.worker import Worker
 
     if args.verbose == 0:  # the worker's INFO lines are its operational log
-        logging.getLogger("promptcal.stream").setLevel(logging.INFO)
+        for layer in ("promptcal.stream", "promptcal.service"):
+            logging.getLogger(layer).setLevel(logging.INFO)
     if args.cpus is not None:
         pin_to_cpus(args.cpus)
         log.info("running on CPUs %s", ",".join(map(str, sorted(args.cpus))))

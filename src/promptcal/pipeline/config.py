@@ -16,10 +16,12 @@ from promptcal.pipeline.measurement import MeasurementConfig, flux_names
 from promptcal.pipeline.photometry import (
     PhotometryConfig,
 )
-from promptcal.pipeline.psf.determiner import PsfDeterminerConfig, StarSelectorConfig
+from promptcal.pipeline.psf.determiner import PsfDeterminerConfig, PsfStarSelectorConfig
+from promptcal.pipeline.psf.phase import PsfPhaseConfig
 from promptcal.pipeline.repair import RepairConfig
 from promptcal.pipeline.star_phase import (
     DownsampleConfig,
+    StarPhaseConfig,
     StarSelectionConfig,
 )
 from promptcal.pipeline.summary.statistics import SummaryConfig
@@ -60,13 +62,19 @@ class CalibrateImageConfig(Config):
         description="Detection of the star catalog (5σ footprints, 10σ peaks).",
     )
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
-    star_selector: StarSelectorConfig = Field(default_factory=StarSelectorConfig)
+    psf_star_selector: PsfStarSelectorConfig = Field(
+        default_factory=PsfStarSelectorConfig,
+        description="Selection of PSF candidates by size in the PSF phase.",
+    )
     psf: PsfDeterminerConfig = Field(default_factory=PsfDeterminerConfig)
     ap_corr: ApCorrConfig = Field(default_factory=ApCorrConfig)
     sky_sources: SkySourcesConfig = Field(default_factory=SkySourcesConfig)
     downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
     deblend: DeblendConfig = Field(default_factory=DeblendConfig)
-    star_selection: StarSelectionConfig = Field(default_factory=StarSelectionConfig)
+    star_selection: StarSelectionConfig = Field(
+        default_factory=StarSelectionConfig,
+        description="Selection of the output star catalog in the star phase.",
+    )
     psf_match_radius: float = Field(
         3.0, gt=0, description="psf_stars ↔ stars match radius: max(this, PSF σ) [px]."
     )
@@ -74,35 +82,6 @@ class CalibrateImageConfig(Config):
         250.0, ge=0, description="References are loaded over the bbox padded by this [px]."
     )
     astrometry: AstrometryConfig = Field(default_factory=AstrometryConfig)
-    astrometry_min_snr: float = Field(
-        40.0, ge=0, description="Astrometric sources need S/N(PsfFlux) above this [1]."
-    )
-    astrometry_ref_band: str | None = Field(
-        None, description="Refcat band whose fluxes rank references (None: photometric band)."
-    )
-    do_astrometry_refit: bool = Field(
-        True,
-        description="Refit the WCS on all clean star-phase sources and keep it when it "
-        "matches at least as many references as the PSF-star fit.",
-    )
-    astrometry_refit_min_snr: float = Field(
-        10.0, ge=0, description="Refit sources need S/N(PsfFlux) above this [1]."
-    )
-    astrometry_saturated_fallback_matches: int = Field(
-        10,
-        ge=0,
-        description="If the refit on unsaturated sources matches fewer references than "
-        "this, saturated stars are admitted (bright-only refcats) [1].",
-    )
-    max_mean_astrometric_offset_px: float = Field(
-        2.5,
-        gt=0,
-        description="The mean-offset limit is at least this many pixels (LSST's 0.5 arcsec "
-        "is 2.5 px at 0.2 arcsec/px), so coarse pixel scales are not failed [px].",
-    )
-    max_mean_astrometric_offset: float = Field(
-        0.5, gt=0, description="A larger mean match offset fails the fit [arcsec]."
-    )
     photometry: PhotometryConfig = Field(default_factory=PhotometryConfig)
     photometry_match_radius_px: float = Field(
         1.25,
@@ -127,4 +106,35 @@ class CalibrateImageConfig(Config):
                 "aperture_name": self.ap_corr.aperture_name or aperture,
                 "tophat_name": self.ap_corr.tophat_name or tophat,
             }
+        )
+
+    def psf_phase_config(self) -> PsfPhaseConfig:
+        """The fields the PSF phase uses (:func:`~promptcal.pipeline.psf.phase.compute_psf`)."""
+        return PsfPhaseConfig(
+            initial_psf_fwhm=self.initial_psf_fwhm,
+            initial_psf_size=self.initial_psf_size,
+            psf_iterations=self.psf_iterations,
+            psf_redetect_tolerance=self.psf_redetect_tolerance,
+            do_adaptive_threshold_detection=self.do_adaptive_threshold_detection,
+            adaptive_threshold=self.adaptive_threshold,
+            background=self.background,
+            repair=self.repair,
+            detection=self.psf_detection,
+            measurement=self.measurement,
+            psf_star_selector=self.psf_star_selector,
+            psf=self.psf,
+        )
+
+    def star_phase_config(self) -> StarPhaseConfig:
+        """The fields the star phase uses (:func:`~promptcal.pipeline.star_phase.find_stars`)."""
+        return StarPhaseConfig(
+            psf_redetect_tolerance=self.psf_redetect_tolerance,
+            detection=self.star_detection,
+            background=self.background,
+            sky_sources=self.sky_sources,
+            downsample=self.downsample,
+            deblend=self.deblend,
+            measurement=self.measurement,
+            ap_corr=self.resolved_ap_corr(),
+            star_selection=self.star_selection,
         )

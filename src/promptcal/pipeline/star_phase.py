@@ -20,12 +20,22 @@ from promptcal.core.exposure import Exposure
 from promptcal.core.footprints import Footprints
 from promptcal.core.ids import IdGenerator
 from promptcal.kernels.components import label_bboxes
-from promptcal.pipeline.apcorr import NORMALIZED_CALIB, apply_ap_corr
-from promptcal.pipeline.background import subtract_background
-from promptcal.pipeline.detect.deblend import deblend
-from promptcal.pipeline.detect.detection import detect_footprints, smooth_for_detection
-from promptcal.pipeline.detect.sky_sources import paint_sky_footprints, place_sky_sources
-from promptcal.pipeline.measurement import SourceSeeds, measure_sources
+from promptcal.pipeline.apcorr import NORMALIZED_CALIB, ApCorrConfig, apply_ap_corr
+from promptcal.pipeline.background import BackgroundConfig, subtract_background
+from promptcal.pipeline.detect.deblend import DeblendConfig, deblend
+from promptcal.pipeline.detect.detection import (
+    DetectionConfig,
+    SmoothedVarianceCache,
+    detect_footprints,
+    smooth_for_detection,
+)
+from promptcal.pipeline.detect.sky_sources import (
+    SkySourcesConfig,
+    paint_sky_footprints,
+    place_sky_sources,
+)
+from promptcal.pipeline.measurement import MeasurementConfig, SourceSeeds, measure_sources
+from promptcal.pipeline.psf.phase import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +96,21 @@ class DownsampleConfig(Config):
 
     do_downsample: bool = Field(False, description="Keep at most max_footprints footprints.")
     max_footprints: int = Field(1000, ge=1, description="Footprints kept [1].")
+
+
+class StarPhaseConfig(Config):
+    """The star phase's part of :class:`~promptcal.pipeline.config.CalibrateImageConfig`
+    (built by its ``star_phase_config()``; the fields are documented there)."""
+
+    psf_redetect_tolerance: float = Field(description="Reuse the PSF-phase σ within this [1].")
+    detection: DetectionConfig
+    background: BackgroundConfig
+    sky_sources: SkySourcesConfig
+    downsample: DownsampleConfig
+    deblend: DeblendConfig
+    measurement: MeasurementConfig
+    ap_corr: ApCorrConfig = Field(description="With its flux names resolved.")
+    star_selection: StarSelectionConfig
 
 
 @dataclass
@@ -197,21 +222,46 @@ def _downsample(footprints: Footprints, config: DownsampleConfig, n_sky: int, se
 
 
 def find_stars(
-    task, exposure: Exposure, background: BackgroundList, id_generator: IdGenerator, first_id: int
+    exposure: Exposure,
+    background: BackgroundList,
+    id_generator: IdGenerator,
+    first_id: int,
+    config: StarPhaseConfig,
+    timer: StageTimer,
+    *,
+    psf_detection_sigma: float | None = None,
+    variance_cache: SmoothedVarianceCache | None = None,
 ) -> StarPhaseResult:
-    """Detect, deblend and measure the star catalog (spec A8)."""
-    config = task.config
+    """Detect, deblend and measure the star catalog (spec A8).
+
+    Parameters
+    ----------
+    exposure : Exposure
+        After the PSF phase and aperture corrections (PSF and ap-corr map attached).
+    background : BackgroundList
+        Appended to when the background is re-estimated.
+    id_generator : IdGenerator
+        Source ids (from ``first_id``) and noise seeds.
+    config : StarPhaseConfig
+        The phase's configuration.
+    timer : StageTimer
+        Records ``star_detection`` and ``star_measurement``.
+    psf_detection_sigma : float, optional
+        Smoothing σ of the PSF phase's last detection [px].
+    variance_cache : SmoothedVarianceCache, optional
+        The run's smoothed-variance cache.
+    """
     psf = exposure.psf
     sigma = psf.determinant_radius(*exposure.center)
     # A matched filter is flat near its optimum: within the re-detection tolerance the
     # PSF phase's smoothing width loses < 1% S/N and its smoothed variance is reused.
-    smoothing_sigma = exposure.__dict__.pop("_psf_detection_sigma", sigma)
+    smoothing_sigma = psf_detection_sigma if psf_detection_sigma is not None else sigma
     if abs(sigma / smoothing_sigma - 1.0) > config.psf_redetect_tolerance:
         smoothing_sigma = sigma
-    with task.timer("star_detection"):
-        smoothed = smooth_for_detection(exposure, smoothing_sigma)
-        detected = detect_footprints(exposure, sigma, config.star_detection, smoothed=smoothed)
-        if config.star_detection.do_re_estimate_background:
+    with timer("star_detection"):
+        smoothed = smooth_for_detection(exposure, smoothing_sigma, variance_cache)
+        detected = detect_footprints(exposure, sigma, config.detection, smoothed=smoothed)
+        if config.detection.do_re_estimate_background:
             background.append(subtract_background(exposure, config.background))
         sky = place_sky_sources(exposure, config.sky_sources, id_generator.catalog_seed)
         footprints = _downsample(
@@ -233,7 +283,7 @@ def find_stars(
         np.concatenate([blends.y, sky[:, 1].astype(float)]),
     )
     ids = id_generator.source_ids(n + footprints.n, start=first_id)
-    with task.timer("star_measurement"):
+    with timer("star_measurement"):
         cat = measure_sources(
             exposure,
             source_footprints,
@@ -251,9 +301,7 @@ def find_stars(
         cat["detect_isPrimary"] = np.ones(n, bool)
         psf_shape_columns(cat, psf, exposure.bbox)
         extendedness(cat)
-        apply_calibration_normalization(
-            cat, exposure.ap_corr_map, config.resolved_ap_corr().tophat_name
-        )
+        apply_calibration_normalization(cat, exposure.ap_corr_map, config.ap_corr.tophat_name)
         apply_ap_corr(cat, exposure.ap_corr_map, config.ap_corr.fluxes_to_correct)
     selected = select_stars(cat, config.star_selection)
     keep = np.flatnonzero(selected)

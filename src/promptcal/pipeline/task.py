@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+from astropy.table import Table
 
 from promptcal.core.errors import (
     AlgorithmError,
@@ -13,9 +16,10 @@ from promptcal.core.errors import (
 from promptcal.core.exposure import Exposure
 from promptcal.core.ids import IdGenerator
 from promptcal.core.task import Struct, Task, time_method
-from promptcal.pipeline.astrometry.fitter import PointingHint
+from promptcal.pipeline.astrometry.fitter import AstrometryResult, PointingHint
 from promptcal.pipeline.astrometry.steps import fit_wcs, refit_wcs_on_sources
 from promptcal.pipeline.config import CalibrateImageConfig
+from promptcal.pipeline.detect.detection import SmoothedVarianceCache
 from promptcal.pipeline.matches import denormalized_matches, nearest_ids, set_coordinates
 from promptcal.pipeline.photometry import (
     calibrate_pixels,
@@ -36,6 +40,41 @@ from promptcal.pipeline.star_phase import (
     renormalize_calib_flux,
 )
 from promptcal.pipeline.summary.statistics import compute_summary_stats
+
+
+@dataclass
+class RunState:
+    """What one ``run()`` hands from step to step.
+
+    Nothing travels on the exposure or through the task metadata, which only records
+    (LSST's metadata keys are still written, for users).
+
+    Attributes
+    ----------
+    variance_cache : SmoothedVarianceCache
+        The smoothed variance plane, shared by every detection of the run.
+    refs : astropy.table.Table or None
+        References over the padded field; None without a refcat.
+    ref_flux : str or None
+        The reference flux column used to rank and match.
+    ref_density : float or None
+        REF_CAT_SOURCE_DENSITY [deg⁻²].
+    psf_detection_sigma : float or None
+        Smoothing σ of the PSF phase's last detection [px].
+    psf_adaptive : tuple of float
+        The adaptive PSF detection's threshold [σ] and include multiplier [1] (NaN
+        when not adapted).
+    astrometry : AstrometryResult or None
+        The WCS fit in use (its offsets go to the summary).
+    """
+
+    variance_cache: SmoothedVarianceCache = field(default_factory=SmoothedVarianceCache)
+    refs: Table | None = None
+    ref_flux: str | None = None
+    ref_density: float | None = None
+    psf_detection_sigma: float | None = None
+    psf_adaptive: tuple[float, float] = (np.nan, np.nan)
+    astrometry: AstrometryResult | None = None
 
 
 class CalibrateImageTask(Task):
@@ -67,21 +106,39 @@ class CalibrateImageTask(Task):
         return combine_snaps(exposures)
 
     @time_method
-    def compute_psf(self, exposure: Exposure, id_generator: IdGenerator | None = None):
-        """The PSF phase only (spec A4); returns a Struct like LSST's ``_compute_psf``."""
+    def compute_psf(
+        self,
+        exposure: Exposure,
+        id_generator: IdGenerator | None = None,
+        *,
+        variance_cache: SmoothedVarianceCache | None = None,
+    ):
+        """The PSF phase only (spec A4); returns a Struct like LSST's ``_compute_psf``
+        (plus ``detection_sigma`` [px] and the adaptive ``adaptive_threshold`` [σ] and
+        ``adaptive_multiplier``)."""
         id_generator = id_generator or IdGenerator()
-        result = compute_psf(self, exposure, id_generator)
+        result = compute_psf(
+            exposure, id_generator, self.config.psf_phase_config(), self.timer, variance_cache
+        )
+        if np.isfinite(result.adaptive_threshold):
+            self.metadata["psfAdaptiveThresholdValue"] = result.adaptive_threshold
+            self.metadata["psfAdaptiveIncludeThresholdMultiplier"] = result.adaptive_multiplier
         return Struct(
             psf_stars=result.psf_stars,
             psf_stars_footprints=result.footprints,
             background=result.background,
             seeds=result.seeds,
+            detection_sigma=result.detection_sigma,
+            adaptive_threshold=result.adaptive_threshold,
+            adaptive_multiplier=result.adaptive_multiplier,
         )
 
     @time_method
     def measure_aperture_correction(self, exposure: Exposure, psf_stars):
         """Normalise the calibration flux and fit the aperture corrections (spec A5)."""
-        return measure_aperture_correction(self, exposure, psf_stars)
+        return measure_aperture_correction(
+            exposure, psf_stars, self.config.resolved_ap_corr(), self.timer
+        )
 
     @time_method
     def run(
@@ -118,65 +175,71 @@ class CalibrateImageTask(Task):
         result.output_exposure = exposure
         result.applied_photo_calib = None
         exposure.metadata["LSST CALIB ILLUMCORR APPLIED"] = False
+        state = RunState()
         try:
-            self._run_stages(exposure, id_generator, result, pointing_hint)
+            self._run_stages(exposure, id_generator, result, pointing_hint, state)
         except AlgorithmError as error:
             result.failure = {
                 "type": type(error).__name__,
                 "message": str(error),
                 "metadata": error.metadata,
             }
-            self._summarize(exposure, result)
+            self._summarize(exposure, result, state)
             raise
         return result
 
-    def _run_stages(self, exposure, id_generator, result, hint) -> None:
+    def _run_stages(self, exposure, id_generator, result, hint, state: RunState) -> None:
         config = self.config
-        refs, ref_flux = self._load_references(exposure, hint)
-        psf_result = self.compute_psf(exposure, id_generator)
+        self._load_references(exposure, hint, state)
+        refs, ref_flux = state.refs, state.ref_flux
+        psf_result = self.compute_psf(exposure, id_generator, variance_cache=state.variance_cache)
         result.psf_stars = psf_result.psf_stars
         result.psf_stars_footprints = psf_result.psf_stars_footprints
         result.background = psf_result.background
+        state.psf_detection_sigma = psf_result.detection_sigma
+        state.psf_adaptive = (psf_result.adaptive_threshold, psf_result.adaptive_multiplier)
         self.measure_aperture_correction(exposure, result.psf_stars)
-        astrometry = None
         psf_star_failure = None
         if refs is not None:
             try:
                 with self.timer("astrometry"):
-                    astrometry, matches = fit_wcs(
-                        self, exposure, result.psf_stars, refs, ref_flux, hint
+                    fit, matches = fit_wcs(
+                        config.astrometry, exposure, result.psf_stars, refs, ref_flux, hint
                     )
             except AstrometryError as error:
                 # Too few bright stars (small cut-outs): the deeper star phase may do.
-                if not (config.do_astrometry_refit and exposure.wcs is not None):
+                if not (config.astrometry.do_refit and exposure.wcs is not None):
                     raise
                 psf_star_failure = error
                 self.log.warning("PSF-star astrometry failed (%s); trying all stars", error)
             else:
-                for key in ("MEAN", "STD", "MEDIAN"):
-                    self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(
-                        astrometry, f"offset_{key.lower()}"
-                    )
+                self._use_astrometry(state, fit)
                 if "astrometry_matches" in config.optional_outputs:
                     result.astrometry_matches = matches
-        stars = self.find_stars(exposure, result.background, id_generator, len(result.psf_stars))
-        exposure.__dict__.pop("_smoothed_variance_cache", None)  # last detection is done
+        stars = self.find_stars(
+            exposure,
+            result.background,
+            id_generator,
+            len(result.psf_stars),
+            psf_detection_sigma=state.psf_detection_sigma,
+            variance_cache=state.variance_cache,
+        )
+        state.variance_cache = SmoothedVarianceCache()  # the last detection is done
         result.stars = stars.stars
         result.stars_footprints = stars.footprints
         self.match_psf_stars(result.psf_stars, result.stars, exposure)
         ratio = renormalize_calib_flux(result.stars, config.resolved_ap_corr())
         if ratio is not None:
             self.metadata["CALIB_FLUX_NORMALIZATION"] = ratio
-        if refs is not None and config.do_astrometry_refit:
-            astrometry = self._refit_astrometry(
-                exposure, result, stars.sources, refs, ref_flux, astrometry
-            )
-            if astrometry is None:
+        if refs is not None and config.astrometry.do_refit:
+            self._refit_astrometry(exposure, result, stars.sources, state)
+            if state.astrometry is None:
                 raise psf_star_failure
         set_coordinates(result.stars, exposure.wcs)
+        astrometry = state.astrometry
         limit = max(
-            config.max_mean_astrometric_offset,
-            config.max_mean_astrometric_offset_px
+            config.astrometry.max_mean_offset_arcsec,
+            config.astrometry.max_mean_offset_px
             * pixel_scale_arcsec(exposure.wcs, *exposure.center)
             if exposure.wcs is not None
             else 0.0,
@@ -193,7 +256,7 @@ class CalibrateImageTask(Task):
         if "mask" in config.optional_outputs:
             result.mask = exposure.mask.copy()
         if refs is None:
-            self._summarize(exposure, result)
+            self._summarize(exposure, result, state)
             return
         # LSST's 0.25 arcsec is 1.25 px at 0.2 arcsec/px; keep at least that in pixels.
         radius = max(
@@ -207,24 +270,32 @@ class CalibrateImageTask(Task):
             result.photometry_matches = photometry.matches
         photo_calib = photometry.photo_calib
         exposure.photo_calib = photo_calib
-        self._summarize(exposure, result)
+        self._summarize(exposure, result, state)
         if config.do_calibrate_pixels:
             exposure, result.background = calibrate_pixels(exposure, result.background, photo_calib)
             result.applied_photo_calib = photo_calib
 
-    def _refit_astrometry(self, exposure, result, sources, refs, ref_flux, astrometry):
-        """Refit the WCS on all clean star-phase sources; keep it if it matches more."""
-        with self.timer("astrometry_refit"):
-            refit = refit_wcs_on_sources(self, exposure, sources, refs, ref_flux)
-        if refit is None:
-            return astrometry
-        fit, selected = refit
-        if astrometry is not None and len(fit.matches) < len(astrometry.matches):
-            return astrometry
-        exposure.wcs = fit.wcs
-        set_coordinates(result.psf_stars, fit.wcs)
+    def _use_astrometry(self, state: RunState, fit: AstrometryResult) -> None:
+        """Make ``fit`` the run's WCS solution (and record its offsets, as LSST does)."""
+        state.astrometry = fit
         for key in ("MEAN", "STD", "MEDIAN"):
             self.metadata[f"SFM_ASTROM_OFFSET_{key}"] = getattr(fit, f"offset_{key.lower()}")
+
+    def _refit_astrometry(self, exposure, result, sources, state: RunState) -> None:
+        """Refit the WCS on all clean star-phase sources; keep it if it matches more."""
+        refs, astrometry = state.refs, state.astrometry
+        with self.timer("astrometry_refit"):
+            refit = refit_wcs_on_sources(
+                self.config.astrometry, exposure, sources, refs, state.ref_flux
+            )
+        if refit is None:
+            return
+        fit, selected = refit
+        if astrometry is not None and len(fit.matches) < len(astrometry.matches):
+            return
+        exposure.wcs = fit.wcs
+        set_coordinates(result.psf_stars, fit.wcs)
+        self._use_astrometry(state, fit)
         matched = selected[np.asarray(fit.matches["src_index"], int)]
         used_ids = set(np.asarray(sources["id"])[matched].tolist())
         result.stars["calib_astrometry_used"] = np.isin(
@@ -241,12 +312,12 @@ class CalibrateImageTask(Task):
                 matched_sources,
                 np.asarray(fit.matches["distance"], float),
             )
-        return fit
 
-    def _load_references(self, exposure, hint):
-        """References over the padded field (spec A2), or (None, None) without a refcat."""
+    def _load_references(self, exposure, hint, state: RunState) -> None:
+        """References over the padded field (spec A2) into ``state`` (none without a
+        refcat)."""
         if self.refcat is None:
-            return None, None
+            return
         wcs = exposure.wcs
         if wcs is None:
             if hint is None:
@@ -261,16 +332,14 @@ class CalibrateImageTask(Task):
             )
         self.metadata["REF_CAT_SOURCE_DENSITY"] = density
         band = resolve_ref_band(exposure.band, self.config.photometry)
-        ref_flux = ref_flux_column(refs, self.config.astrometry_ref_band or band)
-        return refs, ref_flux
+        state.refs, state.ref_density = refs, density
+        state.ref_flux = ref_flux_column(refs, self.config.astrometry.ref_band or band)
 
-    def _summarize(self, exposure, result) -> None:
+    def _summarize(self, exposure, result, state: RunState) -> None:
         """Summary statistics in instrumental units, with whatever models exist."""
         with self.timer("summary"):
-            offsets = (
-                self.metadata.get("SFM_ASTROM_OFFSET_MEAN", np.nan),
-                self.metadata.get("SFM_ASTROM_OFFSET_STD", np.nan),
-            )
+            fit = state.astrometry
+            offsets = (fit.offset_mean, fit.offset_std) if fit is not None else (np.nan, np.nan)
             exposure.summary = compute_summary_stats(
                 exposure,
                 getattr(result, "stars", None),
@@ -280,18 +349,33 @@ class CalibrateImageTask(Task):
                 photo_calib=exposure.photo_calib,
                 config=self.config.summary,
                 astrom_offsets=offsets,
-                ref_cat_source_density=self.metadata.get("REF_CAT_SOURCE_DENSITY"),
-                psf_adaptive=(
-                    self.metadata.get("psfAdaptiveThresholdValue", np.nan),
-                    self.metadata.get("psfAdaptiveIncludeThresholdMultiplier", np.nan),
-                ),
+                ref_cat_source_density=state.ref_density,
+                psf_adaptive=state.psf_adaptive,
             )
         result.summary = exposure.summary
 
     @time_method
-    def find_stars(self, exposure, background, id_generator, n_psf_stars: int = 0):
+    def find_stars(
+        self,
+        exposure,
+        background,
+        id_generator,
+        n_psf_stars: int = 0,
+        *,
+        psf_detection_sigma: float | None = None,
+        variance_cache: SmoothedVarianceCache | None = None,
+    ):
         """Detect and measure the star catalog (spec A8)."""
-        return find_stars(self, exposure, background, id_generator, first_id=n_psf_stars + 1)
+        return find_stars(
+            exposure,
+            background,
+            id_generator,
+            n_psf_stars + 1,
+            self.config.star_phase_config(),
+            self.timer,
+            psf_detection_sigma=psf_detection_sigma,
+            variance_cache=variance_cache,
+        )
 
     def match_psf_stars(self, psf_stars, stars, exposure=None) -> None:
         """Copy the PSF-phase flags onto the matching stars (spec A9)."""

@@ -143,8 +143,8 @@ def warm_up(config=None, *, seed: int = 0) -> WarmupReport:
     config = config if config is not None else CalibrateImageConfig()
     sim = _warmup_sky(seed)
     bands = [resolve_ref_band("r", config.photometry)]
-    if config.astrometry_ref_band and config.astrometry_ref_band not in bands:
-        bands.append(config.astrometry_ref_band)
+    if config.astrometry.ref_band and config.astrometry.ref_band not in bands:
+        bands.append(config.astrometry.ref_band)
     status = "success"
     with tempfile.TemporaryDirectory(prefix="promptcal-warmup-") as tmp:
         refcat = RefcatLoader(_build_refcat(sim, Path(tmp), bands))

@@ -36,7 +36,38 @@ from promptcal.pipeline.astrometry.tan_sip import (
 
 
 class AstrometryConfig(Config):
-    """Astrometric matching and WCS fitting."""
+    """Astrometric source selection, matching and WCS fitting, and the acceptance of
+    the fit (every astrometry knob of CalibrateImageTask)."""
+
+    source_min_snr: float = Field(
+        40.0, ge=0, description="Astrometric (PSF-star) sources need S/N(PsfFlux) above this [1]."
+    )
+    ref_band: str | None = Field(
+        None, description="Refcat band whose fluxes rank references (None: photometric band)."
+    )
+    do_refit: bool = Field(
+        True,
+        description="Refit the WCS on all clean star-phase sources and keep it when it "
+        "matches at least as many references as the PSF-star fit.",
+    )
+    refit_min_snr: float = Field(
+        10.0, ge=0, description="Refit sources need S/N(PsfFlux) above this [1]."
+    )
+    saturated_fallback_matches: int = Field(
+        10,
+        ge=0,
+        description="If the refit on unsaturated sources matches fewer references than "
+        "this, saturated stars are admitted (bright-only refcats) [1].",
+    )
+    max_mean_offset_px: float = Field(
+        2.5,
+        gt=0,
+        description="The mean-offset limit is at least this many pixels (LSST's 0.5 arcsec "
+        "is 2.5 px at 0.2 arcsec/px), so coarse pixel scales are not failed [px].",
+    )
+    max_mean_offset_arcsec: float = Field(
+        0.5, gt=0, description="A larger mean match offset fails the fit [arcsec]."
+    )
 
     max_src_objects: int = Field(150, ge=3, description="Brightest sources used to vote [1].")
     max_ref_objects: int = Field(150, ge=3, description="Brightest references used to vote [1].")

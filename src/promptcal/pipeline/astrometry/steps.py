@@ -9,7 +9,7 @@ import numpy as np
 
 from promptcal.core.catalog import SourceCatalog
 from promptcal.core.errors import AstrometryError
-from promptcal.pipeline.astrometry.fitter import fit_astrometry
+from promptcal.pipeline.astrometry.fitter import AstrometryConfig, fit_astrometry
 from promptcal.pipeline.matches import denormalized_matches, set_coordinates
 
 log = logging.getLogger(__name__)
@@ -44,36 +44,34 @@ def astrometric_sources(
     return good
 
 
-def refit_wcs_on_sources(task, exposure, sources, refs, ref_flux):
+def refit_wcs_on_sources(config: AstrometryConfig, exposure, sources, refs, ref_flux):
     """Refit the WCS on the deeper star-phase sources, starting from the current WCS.
 
     LSST fits on the PSF stars only (≥50σ peaks); the star phase has several times more
     sources, which tightens the solution and lets sparse or shallow frames reach
     enough matches. When clean sources give fewer than
-    ``astrometry_saturated_fallback_matches`` matches (bright-only refcats on small
+    ``config.saturated_fallback_matches`` matches (bright-only refcats on small
     telescopes), saturated stars are admitted too. Returns ``(fit, selected)``, or None
     when no refit succeeds (the PSF-star WCS stays).
     """
-    config = task.config
-    best = _refit(task, exposure, sources, refs, ref_flux, REFIT_BAD_FLAGS, {})
+    best = _refit(config, exposure, sources, refs, ref_flux, REFIT_BAD_FLAGS, {})
     n_best = 0 if best is None else len(best[0].matches)
-    if n_best < config.astrometry_saturated_fallback_matches:
+    if n_best < config.saturated_fallback_matches:
         # Saturated cores are flat, so their centroid flag is set too; their positions
         # are still good to a pixel or two, which is what such frames need.
         relaxed = ("base_PixelFlags_flag_saturated", "base_SdssCentroid_flag")
         flags = tuple(f for f in REFIT_BAD_FLAGS if f not in relaxed)
         # Their fluxes are clipped, so magnitude-outlier rejection would drop them all.
         no_mag = {"do_magnitude_outlier_rejection": False}
-        fallback = _refit(task, exposure, sources, refs, ref_flux, flags, no_mag)
+        fallback = _refit(config, exposure, sources, refs, ref_flux, flags, no_mag)
         if fallback is not None and len(fallback[0].matches) > n_best:
             log.info("astrometric refit admits saturated stars (%d matches)", n_best)
             best = fallback
     return best
 
 
-def _refit(task, exposure, sources, refs, ref_flux, bad_flags, overrides):
-    config = task.config
-    good = astrometric_sources(sources, config.astrometry_refit_min_snr, bad_flags)
+def _refit(config: AstrometryConfig, exposure, sources, refs, ref_flux, bad_flags, overrides):
+    good = astrometric_sources(sources, config.refit_min_snr, bad_flags)
     if "sky_source" in sources.colnames:
         good &= ~np.asarray(sources["sky_source"], bool)
     selected = np.flatnonzero(good)
@@ -93,7 +91,7 @@ def _refit(task, exposure, sources, refs, ref_flux, bad_flags, overrides):
             np.asarray(refs[ref_flux], float),
             initial_wcs=exposure.wcs,
             bbox=exposure.bbox,
-            config=config.astrometry.model_copy(
+            config=config.model_copy(
                 update={"do_recovery": False, "trusted_wcs_tolerance_px": 2.0, **overrides}
             ),
         ), selected
@@ -102,7 +100,7 @@ def _refit(task, exposure, sources, refs, ref_flux, bad_flags, overrides):
         return None
 
 
-def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
+def fit_wcs(config: AstrometryConfig, exposure, psf_stars, refs, ref_flux, hint):
     """Fit the WCS on ``psf_stars`` (spec A6); updates the exposure and the catalog.
 
     Returns
@@ -110,12 +108,11 @@ def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
     AstrometryResult, astropy.table.Table
         The fit and the denormalized astrometry matches (``ref_*``, ``src_*``).
     """
-    config = task.config
-    selected = np.flatnonzero(astrometric_sources(psf_stars, config.astrometry_min_snr))
+    selected = np.flatnonzero(astrometric_sources(psf_stars, config.source_min_snr))
     if selected.size == 0:
         raise AstrometryError(
             "no PSF star passed the astrometric source selection "
-            f"(S/N > {config.astrometry_min_snr}, clean, centroid errors < 3 px)",
+            f"(S/N > {config.source_min_snr}, clean, centroid errors < 3 px)",
             n_psf_stars=len(psf_stars),
         )
     cols = ["slot_Centroid_x", "slot_Centroid_y", "slot_PsfFlux_instFlux"]
@@ -133,7 +130,7 @@ def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
         np.asarray(refs[ref_flux], float),
         initial_wcs=exposure.wcs,
         bbox=exposure.bbox,
-        config=config.astrometry,
+        config=config,
         pointing_hint=hint,
     )
     exposure.wcs = result.wcs

@@ -16,7 +16,12 @@ from pydantic import Field
 from promptcal.core.config import Config
 from promptcal.core.exposure import Exposure
 from promptcal.pipeline.background import BackgroundConfig, subtract_background
-from promptcal.pipeline.detect.detection import DetectionConfig, DetectionResult, detect_footprints
+from promptcal.pipeline.detect.detection import (
+    DetectionConfig,
+    DetectionResult,
+    SmoothedVarianceCache,
+    detect_footprints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,13 @@ def adaptive_detect(
     base: DetectionConfig,
     config: AdaptiveThresholdConfig,
     background: BackgroundConfig,
+    variance_cache: SmoothedVarianceCache | None = None,
 ) -> AdaptiveResult:
-    """Run the adaptive loop; the exposure's pixels are unchanged on return."""
+    """Run the adaptive loop; the exposure's pixels are unchanged on return.
+
+    ``variance_cache`` is handed to every detection pass (the variance plane does not
+    change while the threshold adapts).
+    """
     log.info(
         "Using adaptive threshold detection (initial threshold %.1f)", config.initial_threshold
     )
@@ -86,7 +96,9 @@ def adaptive_detect(
                     "polarity": "both",
                 }
             )
-            result = detect_footprints(exposure, psf_sigma, detect_config)
+            result = detect_footprints(
+                exposure, psf_sigma, detect_config, variance_cache=variance_cache
+            )
             positive = result.positive
             n_peaks = positive.peak_x.size
             n_negative = result.n_negative_peaks

@@ -70,11 +70,34 @@ class DetectionResult:
         return 0 if self.negative is None else int(self.negative.peak_x.size)
 
 
-def smooth_for_detection(exposure: Exposure, psf_sigma: float):
+class SmoothedVarianceCache:
+    """The variance plane smoothed by the last detection kernel, for reuse.
+
+    The variance plane does not change between the detection passes of one run, so
+    its smoothed version is computed once per kernel width; :class:`CalibrateImageTask`
+    makes one cache per ``run()`` and hands it to each detection.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: np.ndarray | None = None
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        """The smoothed variance stored under ``key``, or None."""
+        return self._value if key == self._key else None
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        """Keep ``value`` (only the latest kernel width is kept)."""
+        self._key, self._value = key, value
+
+
+def smooth_for_detection(
+    exposure: Exposure, psf_sigma: float, variance_cache: SmoothedVarianceCache | None = None
+):
     """Smooth image and variance with a Gaussian of the PSF σ [px].
 
-    The variance plane does not change between detection passes, so its smoothed
-    version is cached on the exposure per kernel width and only the image is redone.
+    With a ``variance_cache`` that holds the smoothed variance for this kernel and this
+    variance plane, only the image is smoothed.
 
     Returns
     -------
@@ -86,17 +109,16 @@ def smooth_for_detection(exposure: Exposure, psf_sigma: float):
     taps = gaussian_taps(psf_sigma)
     mask = exposure.mask
     ignore = mask.is_set("NO_DATA") if mask.any_set("NO_DATA") else np.zeros((1, 1), bool)
-    cache = exposure.__dict__.setdefault("_smoothed_variance_cache", {})
     key = (taps.tobytes(), id(exposure.variance))
-    if key in cache:
+    smoothed_var = variance_cache.get(key) if variance_cache is not None else None
+    if smoothed_var is not None:
         smoothed = smooth_image(exposure.image, ignore, taps)
-        smoothed_var = cache[key]
     else:
         smoothed, smoothed_var = smooth_image_and_variance(
             exposure.image, exposure.variance, ignore, taps
         )
-        cache.clear()
-        cache[key] = smoothed_var
+        if variance_cache is not None:
+            variance_cache.put(key, smoothed_var)
     return smoothed, smoothed_var, taps.size // 2
 
 
@@ -140,7 +162,12 @@ def _footprints_of_polarity(
 
 
 def detect_footprints(
-    exposure: Exposure, psf_sigma: float, config: DetectionConfig, *, smoothed=None
+    exposure: Exposure,
+    psf_sigma: float,
+    config: DetectionConfig,
+    *,
+    smoothed=None,
+    variance_cache: SmoothedVarianceCache | None = None,
 ) -> DetectionResult:
     """Detect footprints and set the DETECTED / DETECTED_NEGATIVE / EDGE mask planes.
 
@@ -154,9 +181,11 @@ def detect_footprints(
         Thresholds and switches.
     smoothed : tuple, optional
         A cached result of :func:`smooth_for_detection` for the same pixels.
+    variance_cache : SmoothedVarianceCache, optional
+        Reuses the smoothed variance of an earlier pass with the same kernel.
     """
     if smoothed is None:
-        smoothed = smooth_for_detection(exposure, psf_sigma)
+        smoothed = smooth_for_detection(exposure, psf_sigma, variance_cache)
     image_s, var_s, half = smoothed
     grow_radius = int(config.n_sigma_to_grow * psf_sigma + 0.5)
     mask = exposure.mask

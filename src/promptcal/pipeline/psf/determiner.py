@@ -29,8 +29,9 @@ SELECTOR_BAD_FLAGS = (
 )
 
 
-class StarSelectorConfig(Config):
-    """objectSize star selector."""
+class PsfStarSelectorConfig(Config):
+    """Selection of PSF candidates by size (LSST's objectSize star selector); the final star
+    catalog is selected by :class:`~promptcal.pipeline.star_phase.StarSelectionConfig`."""
 
     min_width: float = Field(
         0.5,
@@ -61,7 +62,7 @@ class PsfDeterminerConfig(Config):
     min_stars: int = Field(1, ge=1, description="Minimum stars to fit a model [1].")
 
 
-def select_psf_candidates(cat, config: StarSelectorConfig) -> np.ndarray:
+def select_psf_candidates(cat, config: PsfStarSelectorConfig) -> np.ndarray:
     """Boolean mask of PSF candidates (objectSize selector)."""
     xx = np.asarray(cat["slot_Shape_xx"], float)
     yy = np.asarray(cat["slot_Shape_yy"], float)
@@ -83,7 +84,7 @@ def select_psf_candidates(cat, config: StarSelectorConfig) -> np.ndarray:
     return chosen
 
 
-def _stellar_cluster(width: np.ndarray, config: StarSelectorConfig) -> np.ndarray:
+def _stellar_cluster(width: np.ndarray, config: PsfStarSelectorConfig) -> np.ndarray:
     """k-means (medians) on width; return members of the smallest-width cluster, clipped."""
     mean0 = np.sort(width)[width.size // 10]
     delta = mean0 * config.width_std_allowed * 2.0
