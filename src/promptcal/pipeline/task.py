@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-from astropy.table import Table
 
 from promptcal.core.errors import (
     AlgorithmError,
@@ -33,6 +30,7 @@ from promptcal.pipeline.references import (
     pixel_scale_arcsec,
     ref_flux_column,
 )
+from promptcal.pipeline.run_state import RunState
 from promptcal.pipeline.snaps import combine_snaps
 from promptcal.pipeline.star_phase import (
     find_stars,
@@ -40,41 +38,6 @@ from promptcal.pipeline.star_phase import (
     renormalize_calib_flux,
 )
 from promptcal.pipeline.summary.statistics import compute_summary_stats
-
-
-@dataclass
-class RunState:
-    """What one ``run()`` hands from step to step.
-
-    Nothing travels on the exposure or through the task metadata, which only records
-    (LSST's metadata keys are still written, for users).
-
-    Attributes
-    ----------
-    variance_cache : SmoothedVarianceCache
-        The smoothed variance plane, shared by every detection of the run.
-    refs : astropy.table.Table or None
-        References over the padded field; None without a refcat.
-    ref_flux : str or None
-        The reference flux column used to rank and match.
-    ref_density : float or None
-        REF_CAT_SOURCE_DENSITY [deg⁻²].
-    psf_detection_sigma : float or None
-        Smoothing σ of the PSF phase's last detection [px].
-    psf_adaptive : tuple of float
-        The adaptive PSF detection's threshold [σ] and include multiplier [1] (NaN
-        when not adapted).
-    astrometry : AstrometryResult or None
-        The WCS fit in use (its offsets go to the summary).
-    """
-
-    variance_cache: SmoothedVarianceCache = field(default_factory=SmoothedVarianceCache)
-    refs: Table | None = None
-    ref_flux: str | None = None
-    ref_density: float | None = None
-    psf_detection_sigma: float | None = None
-    psf_adaptive: tuple[float, float] = (np.nan, np.nan)
-    astrometry: AstrometryResult | None = None
 
 
 class CalibrateImageTask(Task):
@@ -191,7 +154,7 @@ class CalibrateImageTask(Task):
     def _run_stages(self, exposure, id_generator, result, hint, state: RunState) -> None:
         config = self.config
         self._load_references(exposure, hint, state)
-        refs, ref_flux = state.refs, state.ref_flux
+        refs = state.refs
         psf_result = self.compute_psf(exposure, id_generator, variance_cache=state.variance_cache)
         result.psf_stars = psf_result.psf_stars
         result.psf_stars_footprints = psf_result.psf_stars_footprints
@@ -199,23 +162,7 @@ class CalibrateImageTask(Task):
         state.psf_detection_sigma = psf_result.detection_sigma
         state.psf_adaptive = (psf_result.adaptive_threshold, psf_result.adaptive_multiplier)
         self.measure_aperture_correction(exposure, result.psf_stars)
-        psf_star_failure = None
-        if refs is not None:
-            try:
-                with self.timer("astrometry"):
-                    fit, matches = fit_wcs(
-                        config.astrometry, exposure, result.psf_stars, refs, ref_flux, hint
-                    )
-            except AstrometryError as error:
-                # Too few bright stars (small cut-outs): the deeper star phase may do.
-                if not (config.astrometry.do_refit and exposure.wcs is not None):
-                    raise
-                psf_star_failure = error
-                self.log.warning("PSF-star astrometry failed (%s); trying all stars", error)
-            else:
-                self._use_astrometry(state, fit)
-                if "astrometry_matches" in config.optional_outputs:
-                    result.astrometry_matches = matches
+        psf_star_failure = self._fit_psf_star_astrometry(exposure, result, hint, state)
         stars = self.find_stars(
             exposure,
             result.background,
@@ -236,6 +183,39 @@ class CalibrateImageTask(Task):
             if state.astrometry is None:
                 raise psf_star_failure
         set_coordinates(result.stars, exposure.wcs)
+        self._check_astrometry(exposure, result, state)
+        if "mask" in config.optional_outputs:
+            result.mask = exposure.mask.copy()
+        if refs is None:
+            self._summarize(exposure, result, state)
+            return
+        self._calibrate_photometry(exposure, result, state)
+
+    def _fit_psf_star_astrometry(self, exposure, result, hint, state: RunState):
+        """Fit the WCS on the PSF stars (spec A6); returns the error when that fails but
+        the star-phase refit may still succeed (None otherwise)."""
+        config = self.config
+        if state.refs is None:
+            return None
+        try:
+            with self.timer("astrometry"):
+                fit, matches = fit_wcs(
+                    config.astrometry, exposure, result.psf_stars, state.refs, state.ref_flux, hint
+                )
+        except AstrometryError as error:
+            # Too few bright stars (small cut-outs): the deeper star phase may do.
+            if not (config.astrometry.do_refit and exposure.wcs is not None):
+                raise
+            self.log.warning("PSF-star astrometry failed (%s); trying all stars", error)
+            return error
+        self._use_astrometry(state, fit)
+        if "astrometry_matches" in config.optional_outputs:
+            result.astrometry_matches = matches
+        return None
+
+    def _check_astrometry(self, exposure, result, state: RunState) -> None:
+        """Fail (and drop the WCS) when the mean match offset exceeds the limit."""
+        config = self.config
         astrometry = state.astrometry
         limit = max(
             config.astrometry.max_mean_offset_arcsec,
@@ -253,11 +233,10 @@ class CalibrateImageTask(Task):
                 offset_mean=astrometry.offset_mean,
                 n_matches=len(astrometry.matches),
             )
-        if "mask" in config.optional_outputs:
-            result.mask = exposure.mask.copy()
-        if refs is None:
-            self._summarize(exposure, result, state)
-            return
+
+    def _calibrate_photometry(self, exposure, result, state: RunState) -> None:
+        """Zero point and calibrated fluxes (A10–A11), the summary, pixels to nJy."""
+        config = self.config
         # LSST's 0.25 arcsec is 1.25 px at 0.2 arcsec/px; keep at least that in pixels.
         radius = max(
             config.photometry.match_radius,
@@ -265,7 +244,7 @@ class CalibrateImageTask(Task):
         )
         photometry_config = config.photometry.model_copy(update={"match_radius": radius})
         with self.timer("photometry"):
-            photometry = run_photometry(result.stars, refs, exposure.band, photometry_config)
+            photometry = run_photometry(result.stars, state.refs, exposure.band, photometry_config)
         if "photometry_matches" in config.optional_outputs:
             result.photometry_matches = photometry.matches
         photo_calib = photometry.photo_calib

@@ -119,6 +119,18 @@ def check_centroids(cat: SourceCatalog) -> None:
         raise AllCentroidsFlaggedError(int(flags.size))
 
 
+def _detect(exposure, sigma, config: PsfPhaseConfig, variance_cache, adaptive):
+    """Footprints of one PSF pass, and the latest adaptive-detection result."""
+    if config.do_adaptive_threshold_detection:
+        adaptive = adaptive_detect(
+            exposure, sigma, config.detection, config.adaptive_threshold,
+            config.background, variance_cache,
+        )  # fmt: skip
+        return adaptive.detection.positive, adaptive
+    detected = detect_footprints(exposure, sigma, config.detection, variance_cache=variance_cache)
+    return detected.positive, adaptive
+
+
 def compute_psf(
     exposure: Exposure,
     id_generator: IdGenerator,
@@ -172,16 +184,7 @@ def compute_psf(
             if detected_sigma is None or (
                 abs(sigma / detected_sigma - 1.0) > config.psf_redetect_tolerance
             ):
-                if config.do_adaptive_threshold_detection:
-                    adaptive = adaptive_detect(
-                        exposure, sigma, config.detection, config.adaptive_threshold,
-                        config.background, variance_cache,
-                    )  # fmt: skip
-                    footprints = adaptive.detection.positive
-                else:
-                    footprints = detect_footprints(
-                        exposure, sigma, config.detection, variance_cache=variance_cache
-                    ).positive
+                footprints, adaptive = _detect(exposure, sigma, config, variance_cache, adaptive)
                 detected_sigma = sigma
             if config.detection.do_re_estimate_background:
                 model = subtract_background(exposure, config.background)
@@ -191,16 +194,8 @@ def compute_psf(
         cat = measure(footprints, seeds, psf, ids)
         with timer("psf"):
             candidates = select_psf_candidates(cat, config.psf_star_selector)
-            fit = fit_psf(
-                exposure,
-                footprints,
-                seeds,
-                cat,
-                candidates,
-                config.psf,
-                sigma,
-                id_generator.catalog_seed,
-            )
+            fit = fit_psf(exposure, footprints, seeds, cat, candidates, config.psf, sigma,
+                          id_generator.catalog_seed)  # fmt: skip
         fitted_sigma = fit.psf.determinant_radius(*center)
         log.info(
             "PSF iteration %d: %d sources, %d candidates, %d used, σ = %.3f px",
