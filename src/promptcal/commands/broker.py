@@ -12,9 +12,6 @@ import signal
 import sys
 import threading
 
-from promptcal.stream.broker import LocalBroker
-from promptcal.stream.topics import create_topics
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``broker`` on the console script's sub-parsers."""
@@ -40,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Start the broker, print its address and wait for SIGINT/SIGTERM."""
+    from promptcal.stream.broker import LocalBroker
+    from promptcal.stream.topics import create_topics
+
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from promptcal.core.errors import AlgorithmError, InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -181,7 +179,7 @@ def _print_summary(result, output: Path, elapsed: float) -> None:
     sigma, scale = value("psfSigma"), value("pixelScale")
     fwhm = 2.0 * (2.0 * 0.6931471805599453) ** 0.5 * sigma
     stars = result.stars
-    n_used = int(np.sum(stars["calib_psf_used"])) if "calib_psf_used" in stars.colnames else 0
+    n_used = int(stars["calib_psf_used"].sum()) if "calib_psf_used" in stars.colnames else 0
     lines = [
         f"promptcal: calibrated {result.output_exposure.band or '?'}-band exposure -> {output}",
         f"  zero point   {value('zeroPoint'):.3f} AB mag/count"

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from promptcal.core.config import parse_set_option
 from promptcal.core.errors import InvalidInputError
 
 #: Command-line flag -> SkyConfig field.
@@ -51,6 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace):
     """The SkyConfig of ``args``: file, then flags, then ``--set`` overrides."""
+    from promptcal.core.config import parse_set_option
     from promptcal.simulate import SkyConfig
 
     data: dict[str, Any] = {}

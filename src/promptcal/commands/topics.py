@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from promptcal.stream.topics import create_topics
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``topics`` on the console script's sub-parsers."""
@@ -43,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Create the topics and print one line per topic."""
+    from promptcal.stream.topics import create_topics
+
     created = create_topics(
         args.bootstrap,
         args.partitions,
