@@ -604,7 +604,7 @@ def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_pa
     def failing_sync(paths, **_):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("promptcal.io.products.sync_paths", failing_sync)  # used by make_durable
+    monkeypatch.setattr("promptcal.io.files.sync_paths", failing_sync)  # used by make_durable
     names = TopicNames(f"d{uuid.uuid4().hex[:8]}.")
     create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"

@@ -24,7 +24,7 @@ from astropy.table import MaskedColumn, Table
 
 from promptcal.core.catalog import SourceCatalog
 from promptcal.core.errors import InvalidInputError
-from promptcal.io.files import atomic_write, sync_paths  # noqa: F401 (re-exported: the products API)
+from promptcal.io.files import atomic_write
 
 _SLOTS_KEY = b"promptcal.slots"
 _META_KEY = b"promptcal.meta"
