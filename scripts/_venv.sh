@@ -2,6 +2,7 @@
 # current promptcal install. Re-installs only when pyproject.toml changed.
 VENV="${PROMPTCAL_VENV:-$PWD/.venv}"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$VENV/numba-cache}"
+export PROMPTCAL_CACHE_DIR="${PROMPTCAL_CACHE_DIR:-$VENV/promptcal-cache}"
 ensure_venv() {
     local extras="$1"
     if [ ! -x "$VENV/bin/python" ]; then

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from promptcal.core.config import Config
 from promptcal.core.exposure import Exposure, PhotoCalib, VisitInfo
+from promptcal.pipeline.summary.earth_orientation import earth_orientation_table
 from promptcal.pipeline.summary.psf_robustness import (
     ap_corr_sigma_scaled_delta,
     grid_points,
@@ -187,13 +188,19 @@ def pixel_scale(wcs, x: float, y: float) -> float:
 def zenith_distance(ra: float, dec: float, visit_info: VisitInfo) -> float:
     """Zenith distance of (ra, dec) [deg] at the visit's date and observatory [deg].
 
-    No refraction (pressure 0, as LSST). IERS tables are the bundled ones: a worker
-    must never block on a download.
+    No refraction (pressure 0, as LSST). IERS tables are the bundled ones (a worker
+    must never block on a download), read through a cache
+    (:mod:`~promptcal.pipeline.summary.earth_orientation`).
     """
     date, site = visit_info.date, visit_info.observatory
     if date is None or site is None or not (math.isfinite(ra) and math.isfinite(dec)):
         return NAN
-    with warnings.catch_warnings(), iers.conf.set_temp("auto_download", False):
+    table = earth_orientation_table()
+    with (
+        warnings.catch_warnings(),
+        iers.conf.set_temp("auto_download", False),
+        iers.earth_orientation_table.set(table),
+    ):
         warnings.simplefilter("ignore")
         frame = AltAz(obstime=Time(date, location=site), location=site)
         altaz = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs").transform_to(frame)
