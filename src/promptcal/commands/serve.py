@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the exit code."""
     from ..camera import load_camera
     from ..refcat import RefcatLoader
+    from ..stream.kafka_env import client_settings_from_env
     from ..stream.worker import Worker, WorkerSettings
     from .calibrate import build_config
 
@@ -220,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         do_warmup=args.warmup,
         heap_reserve_mb=args.heap_reserve_mb,
         consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
+        client_overrides=client_settings_from_env(),  # PROMPTCAL_KAFKA_*: SASL/TLS
     )
     config = build_config(args.config, args.overrides)
     refcat = RefcatLoader(args.refcat, cache_bytes=int(args.refcat_cache_mb * 2**20))

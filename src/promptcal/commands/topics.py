@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..stream.kafka_env import client_settings_from_env
 from ..stream.topics import create_topics
 
 
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         replication_factor=args.replication_factor,
         timeout=args.timeout,
+        client_options=client_settings_from_env(),  # PROMPTCAL_KAFKA_*: SASL/TLS
     )
     for name, is_new in created.items():
         print(f"{name}\t{'created' if is_new else 'exists'}")
