@@ -193,6 +193,9 @@ class WorkerMetrics:
             ["outcome", "reason"],
             **kw,
         )
+        for outcome in OUTCOMES[1:]:  # zeros, so increase() counts a series' first failure
+            for reason in self._reasons:
+                self.failures.labels(outcome=outcome, reason=reason)
         self.unknown_detector = Counter(
             "unknown_detector_exposures",
             "Successes of detectors not in the worker's camera (no quality series).",
