@@ -138,7 +138,12 @@ def live(kafka_broker, tmp_path_factory):
     args = _worker_args(stream, kafka_broker.bootstrap, names, root / "products", port)
     log = open(root / "worker.log", "wb")  # closed at teardown
     worker = subprocess.Popen(
-        [sys.executable, "-m", "promptcal.cli", *args], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "promptcal.cli", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # Through promptcal.stream.kafka_env to the consumer and the producer, as the
+        # Deployment's security settings are (librdkafka rejects a name it lacks).
+        env={**os.environ, "PROMPTCAL_KAFKA_CLIENT_ID": "promptcal-live-test"},
     )
     try:
         # The warm-up compiles the kernels first if the Numba cache is cold (~25-75 s).
