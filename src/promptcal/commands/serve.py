@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from promptcal.commands.calibrate import build_config
     from promptcal.core.camera import load_camera
     from promptcal.refcat import RefcatLoader
+    from promptcal.stream.kafka_env import client_settings_from_env
     from promptcal.stream.settings import WorkerSettings
     from promptcal.stream.worker import Worker
 
@@ -222,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         do_warmup=args.warmup,
         heap_reserve_mb=args.heap_reserve_mb,
         consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
+        client_overrides=client_settings_from_env(),  # PROMPTCAL_KAFKA_*: SASL/TLS
     )
     config = build_config(args.config, args.overrides)
     refcat = RefcatLoader(args.refcat, cache_bytes=int(args.refcat_cache_mb * 2**20))

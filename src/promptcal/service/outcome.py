@@ -69,6 +69,8 @@ class Outcome:
     error_type: str | None = None
     error_message: str | None = None
     error_metadata: Mapping[str, Any] | None = None
+    #: Reference matches used by the fits, ``{"astrometry": n, "photometry": n}``.
+    matches: Mapping[str, int | None] | None = None
 
 
 def build_messages(

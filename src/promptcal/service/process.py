@@ -43,6 +43,19 @@ from promptcal.service.retries import with_retries
 logger = logging.getLogger(__name__)
 
 
+def match_counts(result: Any) -> dict[str, int | None]:
+    """Reference matches used by the astrometric and photometric fits (``None``: no fit),
+    from the ``calib_<kind>_used`` flags of ``result.stars``."""
+    stars = getattr(result, "stars", None)
+    names = getattr(stars, "colnames", ())
+    return {
+        kind: int(sum(map(bool, stars[f"calib_{kind}_used"])))
+        if f"calib_{kind}_used" in names
+        else None
+        for kind in ("astrometry", "photometry")
+    }
+
+
 @dataclass(frozen=True)
 class RawMessage:
     """A consumed Kafka message as bytes (what a dead letter re-publishes)."""
@@ -321,6 +334,7 @@ class ExposureProcessor:
             error_type=None if error is None else type(error).__name__,
             error_message=None if error is None else (str(error) or type(error).__name__),
             error_metadata=None if error is None else failure.get("metadata", {}),
+            matches=match_counts(calibration.result),
         )
 
     def make_durable(self, outcome: Outcome) -> None:

@@ -97,6 +97,8 @@ def finish_exposure(
         summary=calibrated.summary,
         latency=calibrated.end_to_end_latency,
         stage_durations=outcome.timings,
+        reason=outcome.error_type,
+        matches=outcome.matches,
     )
     # No next-visit seen (None) counts as a miss: the shards were loaded on arrival.
     metrics.observe_preload(bool(outcome.preload_hit))

@@ -12,8 +12,17 @@ calibration of that detector:
   seeing, in the unit operators think in.
 - ``promptcal_sky_background_counts``: ``skyBg`` [counts].
 - ``promptcal_astrometric_scatter_arcsec``: ``astromOffsetStd`` ["].
+- ``promptcal_zero_point_offset_mag``: the 1 s zero point minus the band's fiducial one
+  [mag], ``1.25 log10(effTimeZeroPointScale)``: independent of band and exposure time,
+  so a drop is extinction (clouds), not a filter change.
+- ``promptcal_astrometry_matches``, ``promptcal_photometry_matches``: reference matches
+  used by the fits [1].
 
 A value that was not measured is exported as NaN rather than keeping a stale number.
+The ``detector`` label is bounded: only detectors of the worker's camera get series
+(others are counted in ``promptcal_unknown_detector_exposures_total``), and failure
+reasons are class names from :mod:`promptcal.core.errors` or ``other``
+(``docs/operations.md``).
 """
 
 from __future__ import annotations
@@ -21,11 +30,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from promptcal.core import errors
 from promptcal.core.constants import FWHM_PER_SIGMA
 from promptcal.core.errors import InvalidInputError
 
@@ -46,7 +56,20 @@ PRELOAD_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 )  # fmt: skip
 
-#: Gaussian FWHM / sigma.
+#: Values of the ``kind`` label of ``promptcal_messages_received_total``.
+MESSAGE_KINDS: tuple[str, ...] = ("next-visit", "image-ready")
+
+
+def failure_reasons() -> frozenset[str]:
+    """The ``reason`` label values: every exception class of :mod:`promptcal.core.errors`, and
+    ``other`` (anything else, e.g. a bug's ``ValueError``), so the label stays bounded."""
+    found, todo = set(), [errors.PromptcalError]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__ == errors.__name__:
+            found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(found | {"other"})
 
 
 def _finite(value: Any) -> float:
@@ -66,13 +89,25 @@ class WorkerMetrics:
         Where the collectors are registered (inject a fresh one in tests).
     clock : callable
         Returns POSIX time [s]; for the last-success timestamp.
+    detectors : iterable of int, optional
+        The detectors of the worker's camera: the only values of the ``detector`` label
+        (``None``: any detector number).
+    process_metrics : bool
+        Also export ``process_*`` (resident memory, start time, CPU) of this process.
     """
 
     def __init__(
-        self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time
+        self,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        detectors: Iterable[int] | None = None,
+        process_metrics: bool = True,
     ) -> None:
         self.registry = registry
         self._clock = clock
+        self.detectors = None if detectors is None else frozenset(int(d) for d in detectors)
+        self._reasons = failure_reasons()
         kw: dict[str, Any] = {"namespace": "promptcal", "registry": registry}
         self.stage_duration = Histogram(
             "stage_duration_seconds",
@@ -138,6 +173,60 @@ class WorkerMetrics:
             **kw,
         )
         self._lag_labels: set[tuple[str, str]] = set()
+        self._add_operations_collectors(kw, process_metrics)
+
+    def _add_operations_collectors(self, kw: dict[str, Any], process_metrics: bool) -> None:
+        """Collectors the dashboards and alerts need beyond the design's list."""
+        self.messages_received = Counter(
+            "messages_received",
+            "Messages consumed, by kind (next-visit, image-ready).",
+            ["kind"],
+            **kw,
+        )
+        for kind in MESSAGE_KINDS:
+            self.messages_received.labels(kind=kind)
+        self.failures = Counter(
+            "failures",
+            "Failed calibrations and dead letters, by outcome and reason (error class).",
+            ["outcome", "reason"],
+            **kw,
+        )
+        for outcome in OUTCOMES[1:]:  # zeros, so increase() counts a series' first failure
+            for reason in self._reasons:
+                self.failures.labels(outcome=outcome, reason=reason)
+        self.unknown_detector = Counter(
+            "unknown_detector_exposures",
+            "Successes of detectors not in the worker's camera (no quality series).",
+            **kw,
+        )
+        self.zero_point_offset = Gauge(
+            "zero_point_offset_mag",
+            "1 s zero point minus the band's fiducial zero point of the last success [mag].",
+            ["detector"],
+            **kw,
+        )
+        self.astrometry_matches = Gauge(
+            "astrometry_matches",
+            "Reference matches of the astrometric fit [1].",
+            ["detector"],
+            **kw,
+        )
+        self.photometry_matches = Gauge(
+            "photometry_matches",
+            "Reference matches of the photometric fit [1].",
+            ["detector"],
+            **kw,
+        )
+        if process_metrics:  # process_resident_memory_bytes, process_start_time_seconds
+            ProcessCollector(registry=self.registry)
+
+    def observe_message(self, kind: str) -> bool:
+        """Count one consumed message of ``kind``; only :data:`MESSAGE_KINDS` are counted
+        (the label stays bounded whatever topic a message came from). True if counted."""
+        if kind not in MESSAGE_KINDS:
+            return False
+        self.messages_received.labels(kind=kind).inc()
+        return True
 
     # -- observations -----------------------------------------------------------------
 
@@ -156,6 +245,8 @@ class WorkerMetrics:
         summary: Mapping[str, Any] | None = None,
         latency: float | None = None,
         stage_durations: Mapping[str, float] | None = None,
+        reason: str | None = None,
+        matches: Mapping[str, int | None] | None = None,
     ) -> None:
         """Record one handled exposure.
 
@@ -172,6 +263,11 @@ class WorkerMetrics:
             End-to-end latency [s].
         stage_durations : mapping, optional
             Stage name -> wall time [s].
+        reason : str, optional
+            Error class name of a failure or dead letter (``other`` when it is not a
+            class of :mod:`promptcal.core.errors`).
+        matches : mapping, optional
+            ``{"astrometry": n, "photometry": n}`` reference matches (success only).
         """
         if outcome not in OUTCOMES:
             raise InvalidInputError(f"outcome {outcome!r} is not one of {OUTCOMES}")
@@ -181,21 +277,33 @@ class WorkerMetrics:
         if latency is not None:
             self.end_to_end_latency.observe(latency)
         if outcome != "success":
+            label = reason if reason in self._reasons else "other"
+            self.failures.labels(outcome=outcome, reason=label).inc()
             return
         self.last_success.set(self._clock())
+        if detector is not None and self.detectors is not None and detector not in self.detectors:
+            self.unknown_detector.inc()
+            return
         if detector is not None and summary is not None:
             label = str(int(detector))
-            fwhm = (
-                _finite(summary.get("psfSigma"))
-                * FWHM_PER_SIGMA
-                * _finite(summary.get("pixelScale"))
-            )
-            self.zero_point.labels(detector=label).set(_finite(summary.get("zeroPoint")))
-            self.psf_fwhm.labels(detector=label).set(fwhm)
-            self.sky_background.labels(detector=label).set(_finite(summary.get("skyBg")))
-            self.astrometric_scatter.labels(detector=label).set(
-                _finite(summary.get("astromOffsetStd"))
-            )
+            self._observe_quality(label, summary, matches or {})
+
+    def _observe_quality(
+        self, label: str, summary: Mapping[str, Any], matches: Mapping[str, int | None]
+    ) -> None:
+        """Set the quality gauges of one detector from its summary statistics."""
+        fwhm = (
+            _finite(summary.get("psfSigma")) * FWHM_PER_SIGMA * _finite(summary.get("pixelScale"))
+        )
+        self.zero_point.labels(detector=label).set(_finite(summary.get("zeroPoint")))
+        self.psf_fwhm.labels(detector=label).set(fwhm)
+        self.sky_background.labels(detector=label).set(_finite(summary.get("skyBg")))
+        self.astrometric_scatter.labels(detector=label).set(_finite(summary.get("astromOffsetStd")))
+        scale = _finite(summary.get("effTimeZeroPointScale"))
+        offset = 1.25 * math.log10(scale) if scale > 0 else math.nan
+        self.zero_point_offset.labels(detector=label).set(offset)
+        self.astrometry_matches.labels(detector=label).set(_finite(matches.get("astrometry")))
+        self.photometry_matches.labels(detector=label).set(_finite(matches.get("photometry")))
 
     def observe_preload(self, hit: bool, duration: float | None = None) -> None:
         """Record whether an exposure's shards were preloaded, and the preload time [s]."""

@@ -62,6 +62,11 @@ class WorkerSettings(BaseModel):
     consumer_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Extra librdkafka consumer settings."
     )
+    client_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="librdkafka settings of the consumer and the producer (security: "
+        "PROMPTCAL_KAFKA_* variables, promptcal.stream.kafka_env).",
+    )
 
     def heap_reserve_bytes(self, camera) -> int:
         """Bytes of heap to reserve for ``camera`` (see ``heap_reserve_mb``) [B]."""

@@ -196,6 +196,7 @@ def create_topics(
     *,
     replication_factor: int = -1,
     timeout: float = 15.0,
+    client_options: dict[str, Any] | None = None,
 ) -> dict[str, bool]:
     """Create the five topics of one prefix; topics that already exist are left alone.
 
@@ -211,6 +212,8 @@ def create_topics(
         Replicas per partition; ``-1`` uses the broker's default.
     timeout : float
         Bound on the whole operation [s].
+    client_options : dict, optional
+        Extra librdkafka settings of the admin client (security).
 
     Returns
     -------
@@ -231,7 +234,7 @@ def create_topics(
     if partitions < 1:
         raise InvalidInputError(f"partitions must be >= 1, got {partitions}")
     names = TopicNames(prefix)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client_options or {})})
     new = [
         NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
         for name in names.all()

@@ -98,7 +98,10 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.config = config
-        self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
+        self.metrics = WorkerMetrics(
+            registry if registry is not None else CollectorRegistry(),
+            detectors=[d.id for d in camera.detectors],  # bounds the detector label
+        )
         self.health = HealthServer(
             self.metrics.registry,
             host=settings.http_host,
@@ -180,6 +183,7 @@ class Worker:
         overrides = {
             "max.poll.interval.ms": s.max_poll_interval_ms(),
             "error_cb": self._on_kafka_error,
+            **s.client_overrides,
             **s.consumer_overrides,
         }
         if s.statistics_interval_ms:
@@ -202,7 +206,10 @@ class Worker:
                 "`promptcal topics create`"
             )
         producer = Producer(
-            producer_config(s.bootstrap, **{"message.timeout.ms": int(1000 * s.delivery_timeout)})
+            producer_config(
+                s.bootstrap,
+                **{"message.timeout.ms": int(1000 * s.delivery_timeout), **s.client_overrides},
+            )
         )
         self.publisher = Publisher(
             producer,
@@ -334,6 +341,7 @@ class Worker:
             return
         raw = RawMessage.from_kafka(message)
         self.offsets.received(raw.position)
+        self.metrics.observe_message(raw.topic.removeprefix(self.topics.prefix))
         try:
             if raw.topic == self.topics.next_visit:
                 visit = decode(raw.value, NextVisit)
@@ -380,7 +388,7 @@ class Worker:
             "dead-letter %s: %s: %s", [r.position for r in raws], type(error).__name__, error
         )
         self.publisher.publish(out)
-        self.metrics.observe_result("dead_letter")
+        self.metrics.observe_result("dead_letter", reason=type(error).__name__)
         self._done([r.position for r in raws])
         self._emit("dead_letter", positions=[r.position for r in raws], error=error)
 
