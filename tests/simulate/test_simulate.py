@@ -6,13 +6,14 @@ import argparse
 
 import astropy.units as u
 import numpy as np
+import oracles_more as om
 import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
 from scipy.optimize import curve_fit
 from scipy.special import gammaincinv
 
-from promptcal.kernels.render import render_sources, render_sources_numpy
+from promptcal.kernels.render import render_sources
 from promptcal.simulate import SkyConfig, refcat_table_from_truth, simulate_exposure
 from promptcal.simulate.core import background_model
 from promptcal.simulate.detector import bleed_columns
@@ -76,7 +77,7 @@ def test_render_kernel_matches_numpy_oracle():
         image, x0, y0, src_start, xc, yc, big, np.zeros(3), 1,
         amp, qa, qb, qc, kind, beta, image, 0,
     )  # fmt: skip
-    oracle = render_sources_numpy(shape, x0, y0, src_start, xc, yc, amp, qa, qb, qc, kind, beta)
+    oracle = om.render_sources(shape, x0, y0, src_start, xc, yc, amp, qa, qb, qc, kind, beta)
     np.testing.assert_allclose(image, oracle, rtol=1e-12, atol=1e-12)
     assert total.sum() == pytest.approx(oracle.sum(), rel=1e-12)
     assert np.all(snr2 == 0)
@@ -86,7 +87,7 @@ def test_render_kernel_matches_numpy_oracle():
         variance, x0, y0, src_start[:2], xc[:1], yc[:1], big[:1], np.zeros(1), 1,
         amp, qa, qb, qc, kind, beta, variance, 1,
     )  # fmt: skip
-    one = render_sources_numpy(shape, x0, y0, src_start[:2], xc, yc, amp, qa, qb, qc, kind, beta)
+    one = om.render_sources(shape, x0, y0, src_start[:2], xc, yc, amp, qa, qb, qc, kind, beta)
     assert snr2[0] == pytest.approx((one**2).sum() / 4.0, rel=1e-12)
     assert np.all(variance == 4.0)
 
@@ -103,7 +104,7 @@ def test_render_kernel_aperture_mode():
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     for s in range(3):
         inside = np.hypot(xx + x0 - xc[s], yy + y0 - yc[s]) <= radius[s]
-        one = render_sources_numpy(
+        one = om.render_sources(
             shape, x0, y0, src_start[s : s + 2] - src_start[s], xc[s : s + 1], yc[s : s + 1],
             *(a[src_start[s] : src_start[s + 1]] for a in (amp, qa, qb, qc, kind, beta)),
         )  # fmt: skip
@@ -132,7 +133,7 @@ def test_render_kernel_stamp_and_supersampling():
     fine = np.zeros(shape)
     for sy in (-1 / 3, 0, 1 / 3):
         for sx in (-1 / 3, 0, 1 / 3):
-            fine += render_sources_numpy(
+            fine += om.render_sources(
                 shape, x0 + sx, y0 + sy, src_start[:2], xc, yc, amp, qa, qb, qc, kind, beta
             )
     np.testing.assert_allclose(ss, fine / 9.0, rtol=1e-10, atol=1e-12)

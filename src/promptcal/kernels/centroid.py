@@ -1,9 +1,10 @@
 """Gaussian-weighted (SdssCentroid-like) centroids and the hollow-centre test.
 
-Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`):
-the public kernels take a full noise plane, :func:`centroid_one` the per-box noise and
-its table. The weight is circular, so it factorises into a row and a column term:
-``2(2r+1)`` ``exp`` per window instead of ``(2r+1)²``, equal to ~1e-15 relative.
+Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`),
+given as a noise array and its table (a full plane through
+:func:`~promptcal.kernels.noise.plane_table`). The weight is circular, so it
+factorises into a row and a column term: ``2(2r+1)`` ``exp`` per window instead of
+``(2r+1)²``, equal to ~1e-15 relative.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.noise import flat, noise_at, plane_table
+from promptcal.kernels.noise import noise_at
 
 # Bits of the centroid flag word.
 CENTROID_FAILED = 1
@@ -37,8 +38,15 @@ def _ring_mean(seen, var, r_in, r_out):
 
 
 @kernel
-def _central_hole(image, variance, noise, table, labels, own, ix, iy, nsigma):
-    """:func:`central_hole` with boxed noise (``noise``, ``table``)."""
+def central_hole(image, variance, noise, table, labels, own, ix, iy, nsigma):
+    """Whether the profile dips at its centre (not a maximum of the raw image).
+
+    Compares the centre pixel with its 8 neighbours, and the central 3×3 with the
+    ring at 2 px; a dip of more than ``nsigma`` σ in either marks a hollow centre,
+    which a point source or a smooth galaxy never shows. Pixels within 3 px of
+    (ix, iy) must be on the image. ``noise``, ``table``: the replacement noise
+    (:mod:`promptcal.kernels.noise`).
+    """
     seen = np.empty((5, 5))
     var = np.empty((5, 5))
     for j in range(5):
@@ -57,20 +65,6 @@ def _central_hole(image, variance, noise, table, labels, own, ix, iy, nsigma):
     b, vb = _ring_mean(seen, var, -1.0, 1.5)
     r, vr = _ring_mean(seen, var, 1.5, 2.5)
     return r - b > nsigma * np.sqrt(vb + vr)
-
-
-@kernel
-def central_hole(image, variance, noise, labels, own, ix, iy, nsigma):
-    """Whether the profile dips at its centre (not a maximum of the raw image).
-
-    Compares the centre pixel with its 8 neighbours, and the central 3×3 with the
-    ring at 2 px; a dip of more than ``nsigma`` σ in either marks a hollow centre,
-    which a point source or a smooth galaxy never shows. Pixels within 3 px of
-    (ix, iy) must be on the image.
-    """
-    return _central_hole(
-        image, variance, flat(noise), plane_table(noise), labels, own, ix, iy, nsigma
-    )
 
 
 @kernel
@@ -98,7 +92,35 @@ def _load_window(image, variance, noise, table, labels, own, ix, iy, radius, see
 
 @kernel
 def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_iter, buf):
-    """Centroid of one source; see :func:`weighted_centroids`. ``buf`` is scratch."""
+    """Gaussian-weighted (PSF-matched) centroid of one source.
+
+    The fixed point is the maximum of the image smoothed by the weight, the same
+    estimator as SdssCentroid; steps are doubled so a matched Gaussian converges at once.
+
+    Parameters
+    ----------
+    image, variance : numpy.ndarray
+        float32 (H, W) background-subtracted image and variance.
+    noise, table : numpy.ndarray
+        Replacement noise and its table (:mod:`promptcal.kernels.noise`).
+    labels : numpy.ndarray
+        int32 (H, W) footprint labels; ``own`` is the source's label.
+    x0, y0 : float
+        Starting array position (the peak) [px].
+    sigma : float
+        Weight σ [px] (the PSF σ).
+    max_iter : int
+        Maximum number of iterations.
+    buf : numpy.ndarray
+        Scratch from :func:`centroid_buffer`.
+
+    Returns
+    -------
+    x, y, x_err, y_err : float
+        Centroid and 1σ errors [px, array coordinates].
+    flags : int
+        CENTROID_* bits.
+    """
     height, width = image.shape
     radius = max(3, int(np.ceil(4.0 * sigma)))
     size = 2 * radius + 1
@@ -198,7 +220,7 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
             # moment is below the weight's own (curvature of I*w negative).
             if sxx / sw >= sigma * sigma or syy / sw >= sigma * sigma:
                 flags |= CENTROID_NOT_AT_MAXIMUM
-        if _central_hole(image, variance, noise, table, labels, own, ix, iy, 5.0):
+        if central_hole(image, variance, noise, table, labels, own, ix, iy, 5.0):
             flags |= CENTROID_NOT_AT_MAXIMUM
         # A hollow source can pull the centroid onto its rim, so test its peak too,
         # when the peak lies within the PSF core (beyond ~√2 σ a narrow profile's
@@ -206,7 +228,7 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
         px = int(np.floor(x0 + 0.5))
         py = int(np.floor(y0 + 0.5))
         near = (x0 - xc) ** 2 + (y0 - yc) ** 2 < 2.0 * sigma * sigma
-        if near and _central_hole(image, variance, noise, table, labels, own, px, py, 5.0):
+        if near and central_hole(image, variance, noise, table, labels, own, px, py, 5.0):
             flags |= CENTROID_NOT_AT_MAXIMUM
     else:
         # An edge source keeps its last on-image position; other failures fall
@@ -223,44 +245,3 @@ def centroid_buffer(sigma):
     """Scratch for :func:`centroid_one`: weights, window, window variance."""
     size = 2 * max(3, int(np.ceil(4.0 * sigma))) + 1
     return np.empty((3, size, size))
-
-
-@kernel
-def weighted_centroids(image, variance, noise, labels, own, x_start, y_start, sigma, max_iter):
-    """Gaussian-weighted (PSF-matched) centroids, one per source.
-
-    The fixed point is the maximum of the image smoothed by the weight, the same
-    estimator as SdssCentroid; steps are doubled so a matched Gaussian converges at once.
-
-    Parameters
-    ----------
-    image, variance, noise : numpy.ndarray
-        float32 (H, W) background-subtracted image, variance, noise replacement.
-    labels : numpy.ndarray
-        int32 (H, W) footprint labels; ``own[i]`` is source i's label.
-    x_start, y_start : numpy.ndarray
-        float64 starting array positions (the peaks) [px].
-    sigma : float
-        Weight σ [px] (the PSF σ).
-    max_iter : int
-        Maximum number of iterations.
-
-    Returns
-    -------
-    x, y, x_err, y_err : numpy.ndarray
-        float64 centroids and 1σ errors [px, array coordinates].
-    flags : numpy.ndarray
-        int32 bit flags (CENTROID_*).
-    """
-    n = x_start.size
-    values = flat(noise)
-    table = plane_table(noise)
-    out = np.empty((4, n))
-    flags = np.zeros(n, np.int32)
-    buf = centroid_buffer(sigma)
-    for i in range(n):
-        out[0, i], out[1, i], out[2, i], out[3, i], flags[i] = centroid_one(
-            image, variance, values, table, labels, own[i], x_start[i], y_start[i], sigma,
-            max_iter, buf,
-        )  # fmt: skip
-    return out[0], out[1], out[2], out[3], flags
