@@ -91,6 +91,122 @@ def _load_window(image, variance, noise, table, labels, own, ix, iy, radius, see
 
 
 @kernel
+def _first_moments(seen, wx, wy, ix0, iy0, xc, yc):
+    """Σw·I, Σw·I·dx, Σw·I·dy over the window whose first pixel is (ix0, iy0)."""
+    size = wx.size
+    sw = 0.0
+    swx = 0.0
+    swy = 0.0
+    for j in range(size):
+        row = 0.0
+        row_x = 0.0
+        for k in range(size):
+            v = wx[k] * seen[j, k]
+            row += v
+            row_x += v * (ix0 + k - xc)
+        sw += wy[j] * row
+        swx += wy[j] * row_x
+        swy += wy[j] * (iy0 + j - yc) * row
+    return sw, swx, swy
+
+
+@kernel
+def _second_moments(seen, var, wx, wy, ix, iy, radius, xc, yc):
+    """Σw·I, Σw·I·dx², Σw·I·dy² and the variances Σw²·var·dx², Σw²·var·dy²."""
+    size = wx.size
+    sw = 0.0
+    sxx = 0.0
+    syy = 0.0
+    vxx = 0.0
+    vyy = 0.0
+    for j in range(size):
+        dy = iy - radius + j - yc
+        row = 0.0
+        row_xx = 0.0
+        row_v = 0.0
+        row_vxx = 0.0
+        for k in range(size):
+            dx = ix - radius + k - xc
+            w = wx[k]
+            v = w * seen[j, k]
+            wwv = w * w * var[j, k]
+            row += v
+            row_xx += v * dx * dx
+            row_v += wwv
+            row_vxx += wwv * dx * dx
+        wrow = wy[j]
+        sw += wrow * row
+        sxx += wrow * row_xx
+        syy += wrow * dy * dy * row
+        vxx += wrow * wrow * row_vxx
+        vyy += wrow * wrow * dy * dy * row_v
+    return sw, sxx, syy, vxx, vyy
+
+
+@kernel
+def _hollow(image, variance, noise, table, labels, own, ix, iy, x0, y0, xc, yc, sigma):
+    """Whether the centroid's pixel (ix, iy), or the peak (x0, y0) near it, is hollow."""
+    if central_hole(image, variance, noise, table, labels, own, ix, iy, 5.0):
+        return True
+    # A hollow source can pull the centroid onto its rim, so test its peak too,
+    # when the peak lies within the PSF core (beyond ~√2 σ a narrow profile's
+    # curvature changes sign and a smooth star would look hollow there).
+    px = int(np.floor(x0 + 0.5))
+    py = int(np.floor(y0 + 0.5))
+    near = (x0 - xc) ** 2 + (y0 - yc) ** 2 < 2.0 * sigma * sigma
+    return near and central_hole(image, variance, noise, table, labels, own, px, py, 5.0)
+
+
+@kernel
+def _finish(
+    image, variance, noise, table, labels, own, x0, y0, xc, yc, sigma, flags, loaded_x,
+    loaded_y, buf,
+):  # fmt: skip
+    """The errors and the not-at-maximum tests at the centroid, or the fallback position.
+
+    ``loaded_x``, ``loaded_y``: the window centre already in ``buf``. Returns what
+    :func:`centroid_one` returns.
+    """
+    height, width = image.shape
+    radius = max(3, int(np.ceil(4.0 * sigma)))
+    inv2s2 = 0.5 / (sigma * sigma)
+    wx = buf[0, 0]
+    wy = buf[0, 1]
+    seen = buf[1]
+    var = buf[2]
+    xe = np.nan
+    ye = np.nan
+    ix = int(np.floor(xc + 0.5))
+    iy = int(np.floor(yc + 0.5))
+    # The last step may have moved the window off the image: check it again.
+    if ix - radius < 0 or iy - radius < 0 or ix + radius >= width or iy + radius >= height:
+        flags |= CENTROID_EDGE
+    if flags & CENTROID_EDGE == 0 and abs(xc - x0) <= radius and abs(yc - y0) <= radius:
+        if ix != loaded_x or iy != loaded_y:
+            _load_window(image, variance, noise, table, labels, own, ix, iy, radius, seen, var)
+        _gauss_1d(wx, ix - radius, xc, inv2s2)
+        _gauss_1d(wy, iy - radius, yc, inv2s2)
+        sw, sxx, syy, vxx, vyy = _second_moments(seen, var, wx, wy, ix, iy, radius, xc, yc)
+        if sw > 0:
+            xe = 2.0 * np.sqrt(vxx) / sw
+            ye = 2.0 * np.sqrt(vyy) / sw
+            # The smoothed image has a maximum here only if the weighted second
+            # moment is below the weight's own (curvature of I*w negative).
+            if sxx / sw >= sigma * sigma or syy / sw >= sigma * sigma:
+                flags |= CENTROID_NOT_AT_MAXIMUM
+        if _hollow(image, variance, noise, table, labels, own, ix, iy, x0, y0, xc, yc, sigma):
+            flags |= CENTROID_NOT_AT_MAXIMUM
+    else:
+        # An edge source keeps its last on-image position; other failures fall
+        # back to the peak.
+        if flags & CENTROID_EDGE == 0:
+            xc = x0
+            yc = y0
+        flags |= CENTROID_FAILED
+    return xc, yc, xe, ye, flags
+
+
+@kernel
 def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_iter, buf):
     """Gaussian-weighted (PSF-matched) centroid of one source.
 
@@ -123,15 +239,12 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
     """
     height, width = image.shape
     radius = max(3, int(np.ceil(4.0 * sigma)))
-    size = 2 * radius + 1
     inv2s2 = 0.5 / (sigma * sigma)
     wx = buf[0, 0]
     wy = buf[0, 1]
     seen = buf[1]
     var = buf[2]
     flags = 0
-    xe = np.nan
-    ye = np.nan
     xc = x0
     yc = y0
     loaded_x = -1
@@ -149,19 +262,7 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
             loaded_y = iy
         _gauss_1d(wx, ix - radius, xc, inv2s2)
         _gauss_1d(wy, iy - radius, yc, inv2s2)
-        sw = 0.0
-        swx = 0.0
-        swy = 0.0
-        for j in range(size):
-            row = 0.0
-            row_x = 0.0
-            for k in range(size):
-                v = wx[k] * seen[j, k]
-                row += v
-                row_x += v * (ix - radius + k - xc)
-            sw += wy[j] * row
-            swx += wy[j] * row_x
-            swy += wy[j] * (iy - radius + j - yc) * row
+        sw, swx, swy = _first_moments(seen, wx, wy, ix - radius, iy - radius, xc, yc)
         if sw <= 0:
             flags |= CENTROID_FAILED
             break
@@ -177,67 +278,10 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
             break
     if flags == 0 and not converged:
         flags |= CENTROID_NO_CONVERGENCE
-    ix = int(np.floor(xc + 0.5))
-    iy = int(np.floor(yc + 0.5))
-    # The last step may have moved the window off the image: check it again.
-    if ix - radius < 0 or iy - radius < 0 or ix + radius >= width or iy + radius >= height:
-        flags |= CENTROID_EDGE
-    if flags & CENTROID_EDGE == 0 and abs(xc - x0) <= radius and abs(yc - y0) <= radius:
-        if ix != loaded_x or iy != loaded_y:
-            _load_window(image, variance, noise, table, labels, own, ix, iy, radius, seen, var)
-        _gauss_1d(wx, ix - radius, xc, inv2s2)
-        _gauss_1d(wy, iy - radius, yc, inv2s2)
-        sw = 0.0
-        sxx = 0.0
-        syy = 0.0
-        vxx = 0.0
-        vyy = 0.0
-        for j in range(size):
-            dy = iy - radius + j - yc
-            row = 0.0
-            row_xx = 0.0
-            row_v = 0.0
-            row_vxx = 0.0
-            for k in range(size):
-                dx = ix - radius + k - xc
-                w = wx[k]
-                v = w * seen[j, k]
-                wwv = w * w * var[j, k]
-                row += v
-                row_xx += v * dx * dx
-                row_v += wwv
-                row_vxx += wwv * dx * dx
-            wrow = wy[j]
-            sw += wrow * row
-            sxx += wrow * row_xx
-            syy += wrow * dy * dy * row
-            vxx += wrow * wrow * row_vxx
-            vyy += wrow * wrow * dy * dy * row_v
-        if sw > 0:
-            xe = 2.0 * np.sqrt(vxx) / sw
-            ye = 2.0 * np.sqrt(vyy) / sw
-            # The smoothed image has a maximum here only if the weighted second
-            # moment is below the weight's own (curvature of I*w negative).
-            if sxx / sw >= sigma * sigma or syy / sw >= sigma * sigma:
-                flags |= CENTROID_NOT_AT_MAXIMUM
-        if central_hole(image, variance, noise, table, labels, own, ix, iy, 5.0):
-            flags |= CENTROID_NOT_AT_MAXIMUM
-        # A hollow source can pull the centroid onto its rim, so test its peak too,
-        # when the peak lies within the PSF core (beyond ~√2 σ a narrow profile's
-        # curvature changes sign and a smooth star would look hollow there).
-        px = int(np.floor(x0 + 0.5))
-        py = int(np.floor(y0 + 0.5))
-        near = (x0 - xc) ** 2 + (y0 - yc) ** 2 < 2.0 * sigma * sigma
-        if near and central_hole(image, variance, noise, table, labels, own, px, py, 5.0):
-            flags |= CENTROID_NOT_AT_MAXIMUM
-    else:
-        # An edge source keeps its last on-image position; other failures fall
-        # back to the peak.
-        if flags & CENTROID_EDGE == 0:
-            xc = x0
-            yc = y0
-        flags |= CENTROID_FAILED
-    return xc, yc, xe, ye, flags
+    return _finish(
+        image, variance, noise, table, labels, own, x0, y0, xc, yc, sigma, flags, loaded_x,
+        loaded_y, buf,
+    )  # fmt: skip
 
 
 @kernel
