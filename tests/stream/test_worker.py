@@ -12,6 +12,7 @@ test_worker_lifecycle.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,7 +52,6 @@ from promptcal.io.products import read_calexp
 from promptcal.pipeline.config import CalibrateImageConfig
 from promptcal.refcat import RefcatLoader
 from promptcal.service.messages import Calibrated, DeadLetter, MetricsRecord, decode, encode
-from promptcal.service.preload import Preloader
 from promptcal.stream.settings import WorkerSettings
 from promptcal.stream.topics import TopicNames, create_topics, producer_config
 from promptcal.stream.worker import Worker
@@ -62,23 +62,82 @@ pytest_plugins = ["kafka_fixtures"]
 # -- the simulated stream ----------------------------------------------------------------
 
 
-def test_preloaded_shards_cover_what_the_task_reads(stream):
-    loader = RefcatLoader(stream.refcat)
-    preloader = Preloader(loader, load_camera(stream.camera_path), extra_margin_px=250)
-    v = MAIN_VISITS[0]
-    record = preloader.preload(next_visit(v, 1))
-    assert record.ok and record.shards and record.n_read == len(record.shards)
-    assert preloader.still_cached(record)
-    # The region the task loads (header WCS, 250 px margin) needs no other shard.
-    from promptcal.io import read_exposure
-    from promptcal.pipeline.task import CalibrateImageTask
+@contextlib.contextmanager
+def _stream_logs():
+    """Collect the worker's log records at INFO and above (its stream and service layers)."""
+    logs: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = logs.append
+    loggers = [logging.getLogger(name) for name in ("promptcal.stream", "promptcal.service")]
+    old_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        yield logs
+    finally:
+        for logger, level in zip(loggers, old_levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
-    misses = loader.cache_info()["misses"]
-    exposure = read_exposure(stream.snaps[(1, 1)][0], band="r")
-    CalibrateImageTask(CalibrateImageConfig(), refcat=loader).run(exposures=exposure)
-    assert loader.cache_info()["misses"] == misses
-    horizon = next_visit(v, 1).model_copy(update={"rotation_system": "HORIZON"})
-    assert "SKY" in preloader.preload(horizon).error  # logged and recorded, not raised
+
+def _start_worker(settings, stream, events):
+    """An in-process worker running in a thread; returns it, the thread, its failures."""
+    worker = Worker(
+        settings,
+        config=CalibrateImageConfig(),
+        refcat=RefcatLoader(stream.refcat),
+        camera=load_camera(stream.camera_path),
+        registry=CollectorRegistry(),
+        listener=events,
+    )
+    failure: list[BaseException] = []
+
+    def target():
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced by the fixture
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="worker")
+    thread.start()
+    return worker, thread, failure
+
+
+def _publish_stream(producer, names, stream, events) -> dict:
+    """Announce and expose every visit, with the malformed and missing-file messages."""
+    sent: dict = {}
+    n_preloads = 0
+
+    def announce_then_expose(v: Visit, snaps=None):
+        nonlocal n_preloads
+        for det in v.detectors:
+            message = next_visit(v, det)
+            produce(producer, names.next_visit, encode(message), message.key())
+        n_preloads += len(v.detectors)
+        events.wait_count("preloaded", n_preloads)  # next-visit comes >= 20 s ahead
+        for det in v.detectors:
+            for i, path in enumerate(stream.snaps[(v.visit, det)]):
+                if snaps is None or i in snaps:
+                    message = image_ready(v, det, i, path)
+                    produce(producer, names.image_ready, encode(message), message.key())
+
+    for v in MAIN_VISITS[:2]:
+        announce_then_expose(v)
+    malformed = b'{"schema_version": 1, "instrument": "ToyCam", "visit": 3, "det'
+    sent["malformed"] = produce(
+        producer, names.image_ready, malformed, b"1", headers=[("trace-id", b"abc123")]
+    )
+    for v in MAIN_VISITS[2:4]:
+        announce_then_expose(v)
+    missing = image_ready(Visit(7, 151.4, 2.0), 1, 0, stream.root / "raw" / "absent.fits")
+    sent["missing"] = produce(producer, names.image_ready, encode(missing), missing.key())
+    sent["missing_value"] = encode(missing)
+    announce_then_expose(MAIN_VISITS[4])
+    announce_then_expose(FEW_STARS)
+    announce_then_expose(WRONG_ANNOUNCEMENT)
+    announce_then_expose(HALF_VISIT, snaps={0})
+    return sent
 
 
 @pytest.fixture(scope="module")
@@ -101,84 +160,29 @@ def run(stream, kafka_broker, tmp_path_factory):
         do_warmup=False,
         consumer_overrides=FAST_GROUP,
     )
-    logs: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = logs.append
-    stream_logger = logging.getLogger("promptcal.stream")
-    old_level = stream_logger.level
-    stream_logger.setLevel(logging.INFO)
-    stream_logger.addHandler(handler)
     events = EventLog()
-    worker = Worker(
-        settings,
-        config=CalibrateImageConfig(),
-        refcat=RefcatLoader(stream.refcat),
-        camera=load_camera(stream.camera_path),
-        registry=CollectorRegistry(),
-        listener=events,
-    )
-    failure: list[BaseException] = []
-
-    def target():
+    with _stream_logs() as logs:
+        worker, thread, failure = _start_worker(settings, stream, events)
+        producer = Producer(producer_config(bootstrap))
         try:
-            worker.run()
-        except BaseException as exc:  # surfaced by the fixture
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, name="worker")
-    thread.start()
-    producer = Producer(producer_config(bootstrap))
-    sent: dict[str, tuple] = {}
-    try:
-        events.wait_count("ready", 1, timeout=30)
-        assert http_get(worker.http_port, "/readyz")[0] == 200
-        n_preloads = 0
-
-        def announce_then_expose(v: Visit, snaps=None):
-            nonlocal n_preloads
-            for det in v.detectors:
-                message = next_visit(v, det)
-                produce(producer, names.next_visit, encode(message), message.key())
-            n_preloads += len(v.detectors)
-            events.wait_count("preloaded", n_preloads)  # next-visit comes >= 20 s ahead
-            for det in v.detectors:
-                for i, path in enumerate(stream.snaps[(v.visit, det)]):
-                    if snaps is None or i in snaps:
-                        message = image_ready(v, det, i, path)
-                        produce(producer, names.image_ready, encode(message), message.key())
-
-        for v in MAIN_VISITS[:2]:
-            announce_then_expose(v)
-        malformed = b'{"schema_version": 1, "instrument": "ToyCam", "visit": 3, "det'
-        sent["malformed"] = produce(
-            producer, names.image_ready, malformed, b"1", headers=[("trace-id", b"abc123")]
-        )
-        for v in MAIN_VISITS[2:4]:
-            announce_then_expose(v)
-        missing = image_ready(Visit(7, 151.4, 2.0), 1, 0, stream.root / "raw" / "absent.fits")
-        sent["missing"] = produce(producer, names.image_ready, encode(missing), missing.key())
-        sent["missing_value"] = encode(missing)
-        announce_then_expose(MAIN_VISITS[4])
-        announce_then_expose(FEW_STARS)
-        announce_then_expose(WRONG_ANNOUNCEMENT)
-        announce_then_expose(HALF_VISIT, snaps={0})
-        events.wait_count("calibrated", 18, timeout=60)
-        events.wait_count("dead_letter", 2, timeout=10)
-        metrics_text = poll_until(
-            lambda: (
-                (text := http_get(worker.http_port, "/metrics")[1])
-                and 'promptcal_consumer_lag_messages{partition="0"' in text
-                and text
-            ),
-            timeout=15,
-            what="the consumer-lag gauge",
-        )
-        healthz = http_get(worker.http_port, "/healthz")[0]
-    finally:
-        worker.request_stop()
-        thread.join(30)
-        stream_logger.removeHandler(handler)
-        stream_logger.setLevel(old_level)
+            events.wait_count("ready", 1, timeout=30)
+            assert http_get(worker.http_port, "/readyz")[0] == 200
+            sent = _publish_stream(producer, names, stream, events)
+            events.wait_count("calibrated", 18, timeout=60)
+            events.wait_count("dead_letter", 2, timeout=10)
+            metrics_text = poll_until(
+                lambda: (
+                    (text := http_get(worker.http_port, "/metrics")[1])
+                    and 'promptcal_consumer_lag_messages{partition="0"' in text
+                    and text
+                ),
+                timeout=15,
+                what="the consumer-lag gauge",
+            )
+            healthz = http_get(worker.http_port, "/healthz")[0]
+        finally:
+            worker.request_stop()
+            thread.join(30)
     assert not thread.is_alive() and not failure, failure
     return dict(
         names=names,

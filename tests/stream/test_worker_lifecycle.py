@@ -105,7 +105,7 @@ def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_pa
     def failing_sync(paths, **_):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("promptcal.io.products.sync_paths", failing_sync)  # used by make_durable
+    monkeypatch.setattr("promptcal.io.files.sync_paths", failing_sync)  # used by make_durable
     names = TopicNames(f"d{uuid.uuid4().hex[:8]}.")
     create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -114,6 +114,23 @@ def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_pa
     assert len(read_topic(kafka_broker.bootstrap, names.calibrated, timeout=5)) == 1
     offsets = committed_and_end(kafka_broker.bootstrap, group, names.image_ready)
     assert all(committed < 0 for committed, _ in offsets.values()), offsets
+
+
+def _serve_command(bootstrap, group, stream, output, names, port, grace) -> list[str]:
+    """``promptcal serve`` on the stream's refcat and camera, with a fast group."""
+    return [
+        sys.executable, "-m", "promptcal", "serve", "--bootstrap", bootstrap, "--group", group,
+        "--refcat", str(stream.refcat), "--output", str(output), "--prefix", names.prefix,
+        "--camera", str(stream.camera_path), "--http-host", "127.0.0.1", "--http-port", str(port),
+        "--grace-period", str(grace), "--consumer-option", "session.timeout.ms=6000",
+        "--consumer-option", "heartbeat.interval.ms=500",
+    ]  # fmt: skip
+
+
+def _lifecycle_events(log: str) -> list[str]:
+    """Processing, calibrated, SIGTERM and stop lines of a worker log, in order."""
+    pattern = r"processing visit=\d|SIGTERM received|calibrated visit=\d|stopped cleanly"
+    return [m.group(0) for m in re.finditer(pattern, log)]
 
 
 @pytest.mark.kafka
@@ -129,34 +146,8 @@ def test_serve_is_ready_fast_and_drains_on_sigterm(kafka_broker, tmp_path, recor
         offsets[v.visit] = produce(producer, names.image_ready, encode(message), message.key())
     group, grace = f"g-{uuid.uuid4().hex[:8]}", 15.0
     port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "promptcal",
-        "serve",
-        "--bootstrap",
-        kafka_broker.bootstrap,
-        "--group",
-        group,
-        "--refcat",
-        str(stream.refcat),
-        "--output",
-        str(tmp_path / "out"),
-        "--prefix",
-        names.prefix,
-        "--camera",
-        str(stream.camera_path),
-        "--http-host",
-        "127.0.0.1",
-        "--http-port",
-        str(port),
-        "--grace-period",
-        str(grace),
-        "--consumer-option",
-        "session.timeout.ms=6000",
-        "--consumer-option",
-        "heartbeat.interval.ms=500",
-    ]
+    command = _serve_command(kafka_broker.bootstrap, group, stream, tmp_path / "out", names,
+                             port, grace)  # fmt: skip
     started = time.monotonic()
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     lines: list[str] = []
@@ -191,14 +182,7 @@ def test_serve_is_ready_fast_and_drains_on_sigterm(kafka_broker, tmp_path, recor
     print(f"ready after {ready:.2f} s; worker log:\n{log}")  # shown when the test fails
     assert code == 0, log
     assert stopped < grace
-    order = [
-        m.group(0)
-        for m in re.finditer(
-            r"processing visit=\d|SIGTERM received|"
-            r"calibrated visit=\d|stopped cleanly",
-            log,
-        )
-    ]
+    order = _lifecycle_events(log)
     at = order.index("SIGTERM received")
     # The exposure in hand: the last one started; the previous one's result may still
     # be on its way from the finisher thread when the signal comes.

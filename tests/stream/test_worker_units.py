@@ -1,17 +1,21 @@
 """Unit tests of the streaming worker's parts (issue 5): snap assembly, offset tracking,
-URIs and product paths, the poll interval, publisher and storage retries."""
+URIs and product paths, the poll interval, publisher and storage retries, the preloader."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from worker_helpers import Visit, image_ready
+from worker_helpers import MAIN_VISITS, Visit, image_ready, next_visit
 
+from promptcal.core.camera import load_camera
 from promptcal.core.errors import InvalidInputError, TransientError
+from promptcal.pipeline.config import CalibrateImageConfig
+from promptcal.refcat import RefcatLoader
 from promptcal.service.assembler import OffsetTracker, ReceivedSnap, SnapAssembler
 from promptcal.service.locations import output_root, product_dir, uri_to_path
 from promptcal.service.outcome import OutgoingMessage
+from promptcal.service.preload import Preloader
 from promptcal.service.retries import with_retries
 from promptcal.stream.publish import Publisher
 from promptcal.stream.settings import WorkerSettings
@@ -148,3 +152,22 @@ def test_storage_retries_then_transient():
     with pytest.raises(TransientError, match="disk on fire"):
         with_retries(fail, "writing", retries=2, backoff=0.25, sleep=sleeps.append)
     assert len(calls) == 3 and sleeps == [0.25, 0.5]
+
+
+def test_preloaded_shards_cover_what_the_task_reads(stream):
+    loader = RefcatLoader(stream.refcat)
+    preloader = Preloader(loader, load_camera(stream.camera_path), extra_margin_px=250)
+    v = MAIN_VISITS[0]
+    record = preloader.preload(next_visit(v, 1))
+    assert record.ok and record.shards and record.n_read == len(record.shards)
+    assert preloader.still_cached(record)
+    # The region the task loads (header WCS, 250 px margin) needs no other shard.
+    from promptcal.io import read_exposure
+    from promptcal.pipeline.task import CalibrateImageTask
+
+    misses = loader.cache_info()["misses"]
+    exposure = read_exposure(stream.snaps[(1, 1)][0], band="r")
+    CalibrateImageTask(CalibrateImageConfig(), refcat=loader).run(exposures=exposure)
+    assert loader.cache_info()["misses"] == misses
+    horizon = next_visit(v, 1).model_copy(update={"rotation_system": "HORIZON"})
+    assert "SKY" in preloader.preload(horizon).error  # logged and recorded, not raised
