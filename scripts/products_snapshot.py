@@ -12,7 +12,8 @@ in subprocesses (so only the command line is used and any version of the package
 ``python scripts/products_snapshot.py compare A B`` compares every product file of two
 such directories byte for byte; ``summary.json`` is compared as JSON without the keys
 that legitimately differ between runs or releases (``created``, ``config_hash``,
-``software_version``). Prints a JSON report; exit 1 when anything differs.
+``software_version``, the stage ``timings``). Prints a JSON report; exit 1 when
+anything differs.
 
 Used to show that refactors change no product (issue 11: "byte-identical before and
 after").
@@ -30,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-VOLATILE_SUMMARY_KEYS = ("created", "config_hash", "software_version")
+VOLATILE_SUMMARY_KEYS = ("created", "config_hash", "software_version", "timings")
 
 
 def real_data() -> Path:
