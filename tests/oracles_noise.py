@@ -1,8 +1,8 @@
 """Plain NumPy references for the noise-replacement kernels and the sky σ.
 
-Companion of :mod:`oracles`: the boxed replacement noise, the value a source
-reads at a pixel, the strided unmasked sample and its robust σ, written from the
-kernels' docstrings as the most literal code.
+Companion of :mod:`oracles`: the boxed replacement noise and the plane it stands
+for, the strided unmasked sample and its robust σ, written from the kernels'
+docstrings as the most literal code.
 """
 
 from __future__ import annotations
@@ -21,10 +21,19 @@ def footprint_noise(labels, bbox, sigma, seed):
     return out
 
 
-def seen(image, noise, labels, own, y, x):
-    """Pixel (y, x) as footprint ``own`` sees it: other footprints read as noise."""
-    lab = labels[y, x]
-    return image[y, x] if lab in (0, own) else noise[y, x]
+def noise_plane(values, table, labels):
+    """The (H, W) float32 plane of boxed noise: footprint pixels in their box, else 0.
+
+    Row L of ``table`` (``offset, x0, y0, width, height``) places label L's box in
+    ``values``; the pixels of label L inside it read their value.
+    """
+    out = np.zeros(labels.shape, np.float32)
+    for lab in range(1, table.shape[0]):
+        offset, x0, y0, width, height = (int(v) for v in table[lab])
+        box = values[offset : offset + width * height].reshape(height, width)
+        own = labels[y0 : y0 + height, x0 : x0 + width] == lab
+        out[y0 : y0 + height, x0 : x0 + width][own] = box[own]
+    return out
 
 
 def unmasked_samples(image, mask, stride, bad):

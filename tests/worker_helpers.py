@@ -285,3 +285,16 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> dict[int, tuple
         }
     finally:
         consumer.close()
+
+
+# ------------------------------------------------------------------ the worker tests' stream
+
+#: Consumer-group timings that let a test's group settle within seconds.
+FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+MAIN_VISITS = [
+    Visit(v, 150.0 + 0.2 * (v - 1), 2.0, n_snaps=2 if v == 3 else 1) for v in (1, 2, 3, 4, 5)
+]
+FEW_STARS = Visit(6, 151.2, 2.0, n_stars=2, detectors=(0,))
+WRONG_ANNOUNCEMENT = Visit(8, 165.0, 2.0, announced_ra=150.0, detectors=(0,))
+HALF_VISIT = Visit(9, 151.6, 2.0, n_snaps=2, detectors=(2,))
+SNAP_WAIT = 2.0  # [s]

@@ -1,4 +1,4 @@
-"""Detection-smoothing and detection kernels against NumPy/SciPy oracles."""
+"""Detection smoothing, peak finding and label spans against NumPy/SciPy oracles."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
-from promptcal.kernels.convolve import (
-    gaussian_taps,
-    separable_convolve,
-    smooth_image,
-    smooth_image_and_variance,
-)
-from promptcal.kernels.detect import (
-    find_peaks,
-    grow_mask,
-    label_spans,
-    significance_above,
-)
+from promptcal.kernels.components import paint_labels, span_components
+from promptcal.kernels.convolve import gaussian_taps, smooth_image, smooth_image_and_variance
+from promptcal.kernels.detect import find_peaks_in_spans, label_spans, threshold_spans
+
+NO_IGNORE = np.zeros((1, 1), bool)  # smooth_image's "no ignored pixel"
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -54,9 +47,9 @@ def test_gaussian_taps_follow_lsst_width_rule(sigma):
         (3, (9, 70), np.array([1.0], np.float32)),
     ],
 )
-def test_separable_convolve_matches_correlate1d(seed, shape, taps):
+def test_smooth_image_matches_correlate1d(seed, shape, taps):
     data = np.random.default_rng(seed).normal(10.0, 3.0, shape).astype(np.float32)
-    out = separable_convolve(data, taps)
+    out = smooth_image(data, NO_IGNORE, taps)
     expected = oracles.correlate_valid(data, taps)
     assert out.dtype == np.float32 and out.shape == data.shape
     assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
@@ -66,18 +59,18 @@ def test_separable_convolve_matches_correlate1d(seed, shape, taps):
         assert not out[:, :half].any() and not out[:, -half:].any()
 
 
-def test_separable_convolve_with_taps_wider_than_image_is_all_zero():
+def test_smooth_image_with_taps_wider_than_image_is_all_zero():
     data = np.ones((5, 40), np.float32)
-    out = separable_convolve(data, gaussian_taps(2.0))  # 15 taps > 5 rows
+    out = smooth_image(data, NO_IGNORE, gaussian_taps(2.0))  # 15 taps > 5 rows
     assert out.shape == data.shape and not out.any()
 
 
-def test_separable_convolve_point_source_gives_outer_product_of_taps():
+def test_smooth_image_point_source_gives_outer_product_of_taps():
     taps = gaussian_taps(1.2)
     data = np.zeros((31, 41), np.float32)
     data[15, 20] = 1.0
     half = taps.size // 2
-    out = separable_convolve(data, taps)
+    out = smooth_image(data, NO_IGNORE, taps)
     block = out[15 - half : 16 + half, 20 - half : 21 + half]
     assert_allclose(block, np.outer(taps, taps), atol=1e-7)
     assert_allclose(out.sum(), 1.0, rtol=1e-5)
@@ -117,11 +110,8 @@ def test_smoothing_rounds_exactly_like_an_in_order_float32_loop(shape, sigma):
     variance = rng.uniform(100.0, 900.0, shape).astype(np.float32)
     taps = gaussian_taps(sigma)
     expected = oracles.correlate_valid_float32_in_order(image, taps)
-    assert_array_equal(separable_convolve(image, taps), expected)
-    assert_array_equal(smooth_image(image, np.zeros((1, 1), bool), taps), expected)
-    smoothed, smoothed_var = smooth_image_and_variance(
-        image, variance, np.zeros((1, 1), bool), taps
-    )
+    assert_array_equal(smooth_image(image, NO_IGNORE, taps), expected)
+    smoothed, smoothed_var = smooth_image_and_variance(image, variance, NO_IGNORE, taps)
     assert_array_equal(smoothed, expected)
     assert_array_equal(
         smoothed_var, oracles.correlate_valid_float32_in_order(variance, taps * taps)
@@ -147,54 +137,15 @@ def test_smoothing_with_ignored_pixels_rounds_like_zeros_in_their_place():
     assert_array_equal(smooth_image(image, ignore, taps), smoothed)
 
 
-# ------------------------------------------------------------------ thresholding
-
-
-@pytest.mark.parametrize("polarity", [1, -1])
-def test_significance_above_matches_oracle(polarity):
-    rng = np.random.default_rng(7)
-    smoothed, var = _smoothed_noise(rng, (45, 70))
-    var[:5] = 0.0  # unsmoothed margins and empty regions have zero variance
-    var[5:8, :10] = -1.0
-    for threshold in (0.5, 1.0, 2.0):
-        out = significance_above(smoothed, var, threshold, polarity)
-        expected = oracles.significance_above(smoothed, var, threshold, polarity)
-        assert out.dtype == np.bool_
-        assert_array_equal(out, expected)
-        assert 0 < out.sum() < out.size
-        assert not out[:8, :10].any()
-
-
 def _components(mask):
     labels, n = ndimage.label(mask, structure=EIGHT)
     return labels.astype(np.int32), n
 
 
-@pytest.mark.parametrize("radius", [0, 1, 2, 3, 5])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_grow_mask_matches_disk_dilation(radius, seed):
-    rng = np.random.default_rng(seed)
-    smooth = ndimage.gaussian_filter(rng.normal(size=(57, 43)), 2.0)
-    labels, n = _components(smooth > 1.2 * smooth.std())
-    labels[0, :5] = n + 1  # a component on the image border
-    labels[-3:, -1] = n + 2  # and one in a corner column
-    labels[20, 20] = n + 3  # a single pixel
-    n += 3
-    keep = rng.random(n) < 0.6
-    keep[-3:] = True
-    out = grow_mask(labels, keep, radius)
-    assert_array_equal(out, oracles.grow_mask(labels, keep, radius))
-    kept = (labels > 0) & keep[np.maximum(labels - 1, 0)]
-    assert np.all(out[kept])
-
-
-def test_grow_mask_of_single_pixel_is_the_disk():
-    labels = np.zeros((21, 25), np.int32)
-    labels[10, 12] = 1
-    out = grow_mask(labels, np.array([True]), 4)
-    assert_array_equal(out[6:15, 8:17], oracles.disk(4))
-    assert out.sum() == oracles.disk(4).sum()
-    assert not grow_mask(labels, np.array([False]), 4).any()
+def _find_peaks(labels, core, smoothed, var, polarity, min_significance):
+    """``find_peaks_in_spans`` searching the spans of the bool ``core``."""
+    spans = oracles.mask_spans(core)
+    return find_peaks_in_spans(labels, *spans, smoothed, var, polarity, min_significance)
 
 
 # ------------------------------------------------------------------ peaks
@@ -208,7 +159,7 @@ def _compare_peaks(got, expected):
 
 
 @pytest.mark.parametrize(("seed", "polarity"), [(0, 1), (1, -1), (2, 1)])
-def test_find_peaks_matches_maximum_filter(seed, polarity):
+def test_peaks_matches_maximum_filter(seed, polarity):
     rng = np.random.default_rng(seed)
     smoothed, var = _smoothed_noise(rng, (66, 47), sigma=1.0)
     smoothed *= polarity
@@ -216,17 +167,17 @@ def test_find_peaks_matches_maximum_filter(seed, polarity):
     core = rng.random(smoothed.shape) < 0.9
     var[30:35, 10:20] = 0.0
     for min_sig in (-np.inf, 0.5, 1.5):
-        got = find_peaks(labels, core, smoothed, var, polarity, min_sig)
+        got = _find_peaks(labels, core, smoothed, var, polarity, min_sig)
         expected = oracles.find_peaks(labels, core, smoothed, var, polarity, min_sig)
         _compare_peaks(got, expected)
-    assert got[0].size > 3
+    assert got.label.size > 3
     # No peak on the outermost rows/columns, none where the variance is zero.
-    _, x, y = find_peaks(labels, core, smoothed, var, polarity, -np.inf)[:3]
+    _, x, y = _find_peaks(labels, core, smoothed, var, polarity, -np.inf)[:3]
     assert x.min() >= 1 and y.min() >= 1 and x.max() <= 45 and y.max() <= 64
     assert not np.any((y >= 30) & (y < 35) & (x >= 10) & (x < 20))
 
 
-def test_find_peaks_breaks_ties_by_raster_order():
+def test_peaks_breaks_ties_by_raster_order():
     smoothed = np.zeros((12, 14), np.float32)
     smoothed[2:4, 2:5] = 5.0  # 2×3 plateau: only its first pixel is a peak
     smoothed[7, 9] = smoothed[8, 8] = 4.0  # diagonal tie: the upper-right pixel is earlier
@@ -234,26 +185,26 @@ def test_find_peaks_breaks_ties_by_raster_order():
     var = np.ones_like(smoothed)
     labels = np.ones(smoothed.shape, np.int32)
     core = smoothed > 0
-    got = find_peaks(labels, core, smoothed, var, 1, 1.0)
+    got = _find_peaks(labels, core, smoothed, var, 1, 1.0)
     _compare_peaks(got, oracles.find_peaks(labels, core, smoothed, var, 1, 1.0))
-    assert list(zip(got[2], got[1], strict=True)) == [(2, 2), (6, 2), (6, 4), (7, 9)]
+    assert list(zip(got.y, got.x, strict=True)) == [(2, 2), (6, 2), (6, 4), (7, 9)]
 
 
-def test_find_peaks_returns_more_than_the_initial_buffer():
+def test_peaks_returns_more_than_the_initial_buffer():
     # A lattice of isolated maxima: 39 × 39 = 1521 peaks > the 1024 pre-allocated.
     smoothed = np.zeros((80, 80), np.float32)
     smoothed[1:-1:2, 1:-1:2] = np.arange(1, 39 * 39 + 1, dtype=np.float32).reshape(39, 39)
     var = np.ones_like(smoothed)
     labels = np.ones(smoothed.shape, np.int32)
     core = np.ones(smoothed.shape, bool)
-    got = find_peaks(labels, core, smoothed, var, 1, 0.5)
-    assert got[0].size == 39 * 39
+    got = _find_peaks(labels, core, smoothed, var, 1, 0.5)
+    assert got.label.size == 39 * 39
     _compare_peaks(got, oracles.find_peaks(labels, core, smoothed, var, 1, 0.5))
 
 
-def test_find_peaks_empty():
+def test_peaks_empty():
     z = np.zeros((10, 10), np.float32)
-    got = find_peaks(np.zeros((10, 10), np.int32), np.ones((10, 10), bool), z, z + 1, 1, 0.0)
+    got = _find_peaks(np.zeros((10, 10), np.int32), np.ones((10, 10), bool), z, z + 1, 1, 0.0)
     assert all(a.size == 0 for a in got)
 
 
@@ -265,10 +216,12 @@ def test_detection_chain_finds_a_faint_star_at_its_position():
     variance = np.full(star.shape, 9.0, np.float32)
     taps = gaussian_taps(1.5)
     sm, sv = smooth_image_and_variance(image, variance, np.zeros(star.shape, bool), taps)
-    above = significance_above(sm, sv, 5.0, 1)
-    labels, n = _components(above)
+    above = threshold_spans(sm, sv, 5.0, 1)
+    spans = (above.row_start, above.x0, above.x1)
+    component, n = span_components(*spans)
     assert n == 1
-    lab, x_pk, y_pk, sig, _ = find_peaks(labels, above, sm, sv, 1, 5.0)
+    labels = paint_labels(*spans, component, star.shape[1])
+    lab, x_pk, y_pk, sig, _ = find_peaks_in_spans(labels, *spans, sm, sv, 1, 5.0)
     assert lab.tolist() == [1] and sig[0] > 10
     assert abs(x_pk[0] - 40.3) <= 1 and abs(y_pk[0] - 12.8) <= 1
 

@@ -18,9 +18,7 @@ from scipy import ndimage
 from promptcal.core.exposure import Exposure, Mask
 from promptcal.kernels.components import (
     label_bboxes,
-    mask_spans,
     paint_labels,
-    paint_mask,
     relabel,
     select_spans,
     span_bboxes,
@@ -66,36 +64,14 @@ def _random_blobs(rng, shape, level):
     return smooth > level * smooth.std()
 
 
-# ------------------------------------------------------------------ spans of masks
-
-
-@pytest.mark.parametrize("width", [1, 7, 8, 9, 16, 31, 64, 67])
-def test_mask_spans_are_the_runs_of_the_mask(width):
-    rng = np.random.default_rng(width)
-    mask = rng.random((23, width)) < 0.4
-    mask[3] = True  # a row that is one run touching both edges
-    mask[4] = False
-    mask[5, -1] = True  # a run ending on the last column
-    row_start, x0, x1 = mask_spans(mask)
-    y = _spans_as_rows(row_start, x0, x1)
-    for got, expected in zip((y, x0, x1), _expected_runs(mask), strict=True):
-        assert_array_equal(got, expected)
-    assert_array_equal(paint_mask(row_start, x0, x1, width), mask)
-
-
-def test_mask_spans_grow_past_their_first_buffer():
-    mask = np.zeros((40, 301), bool)
-    mask[:, ::2] = True  # 151 runs per row, 6040 in all
-    row_start, x0, x1 = mask_spans(mask)
-    assert x0.size == 40 * 151
-    assert_array_equal(paint_mask(row_start, x0, x1, 301), mask)
+# ------------------------------------------------------------------ components
 
 
 def test_span_components_paint_and_boxes_match_scipy():
     rng = np.random.default_rng(3)
     mask = _random_blobs(rng, (61, 83), 0.6)
     mask[0, :] = mask[:, -1] = True  # components on the image border
-    spans = mask_spans(mask)
+    spans = oracles.mask_spans(mask)
     component, n = span_components(*spans)
     labels = paint_labels(*spans, component, 83)
     e_labels, e_n, e_bbox = om.label_components(mask)
@@ -132,10 +108,20 @@ def test_threshold_spans_match_the_significance_oracle(polarity, width):
     assert np.all(peak > threshold)
 
 
+def test_threshold_spans_grow_past_their_first_buffer():
+    smoothed = np.zeros((40, 301), np.float32)
+    smoothed[:, ::2] = 5.0  # 151 runs per row, 6040 in all
+    spans = threshold_spans(smoothed, np.ones_like(smoothed), 1.0, 1)
+    _spans_as_rows(*spans[:3])
+    assert spans.x0.size == 40 * 151
+    assert_array_equal(oracles.paint_mask(*spans[:3], 301), smoothed > 0)
+    assert np.all(spans.peak == 5.0)
+
+
 def test_component_peaks_and_select_spans():
     rng = np.random.default_rng(8)
     mask = _random_blobs(rng, (50, 47), 0.5)
-    row_start, x0, x1 = mask_spans(mask)
+    row_start, x0, x1 = oracles.mask_spans(mask)
     component, n = span_components(row_start, x0, x1)
     span_peak = rng.normal(size=x0.size)
     peak, size = component_peaks(component, n, span_peak, x0, x1)
@@ -148,7 +134,9 @@ def test_component_peaks_and_select_spans():
     keep = rng.random(n) < 0.5
     kept = select_spans(row_start, x0, x1, keep[component - 1])
     _spans_as_rows(*kept)
-    assert_array_equal(paint_mask(*kept, 47), (labels > 0) & keep[np.maximum(labels - 1, 0)])
+    assert_array_equal(
+        oracles.paint_mask(*kept, 47), (labels > 0) & keep[np.maximum(labels - 1, 0)]
+    )
 
 
 # ------------------------------------------------------------------ growth
@@ -161,10 +149,18 @@ def test_grow_spans_match_disk_dilation(radius, seed):
     mask = _random_blobs(rng, (59, 45), 1.3)
     mask[0, :3] = mask[-1, -2:] = mask[20:24, 0] = mask[30, -1] = True  # on the edges
     mask[40, 20] = True  # a single pixel
-    grown = grow_spans(*mask_spans(mask), radius, 45)
+    grown = grow_spans(*oracles.mask_spans(mask), radius, 45)
     _spans_as_rows(*grown)
     expected = mask if radius == 0 else ndimage.binary_dilation(mask, oracles.disk(radius))
-    assert_array_equal(paint_mask(*grown, 45), expected)
+    assert_array_equal(oracles.paint_mask(*grown, 45), expected)
+
+
+def test_grow_spans_of_a_single_pixel_is_the_disk():
+    mask = np.zeros((21, 25), bool)
+    mask[10, 12] = True
+    grown = oracles.paint_mask(*grow_spans(*oracles.mask_spans(mask), 4, 25), 25)
+    assert_array_equal(grown[6:15, 8:17], oracles.disk(4))
+    assert grown.sum() == oracles.disk(4).sum()
 
 
 def test_grow_spans_of_many_points_needs_more_room_than_its_input():
@@ -172,11 +168,13 @@ def test_grow_spans_of_many_points_needs_more_room_than_its_input():
     # spans (neighbours merge along a row), far more than the input count + 1024.
     mask = np.zeros((90, 400), bool)
     mask[4::9, 1::3] = True
-    spans = mask_spans(mask)
+    spans = oracles.mask_spans(mask)
     grown = grow_spans(*spans, 2, 400)
     assert grown[1].size > spans[1].size + 1024
     _spans_as_rows(*grown)
-    assert_array_equal(paint_mask(*grown, 400), ndimage.binary_dilation(mask, oracles.disk(2)))
+    assert_array_equal(
+        oracles.paint_mask(*grown, 400), ndimage.binary_dilation(mask, oracles.disk(2))
+    )
 
 
 # ------------------------------------------------------------------ peaks
@@ -191,7 +189,7 @@ def test_find_peaks_in_spans_matches_the_oracle(polarity):
     core = polarity * smoothed > 0.0
     labels, _, _ = om.label_components(ndimage.binary_dilation(core))
     labels[:, 50:] = 0  # core pixels outside any footprint are never peaks
-    spans = mask_spans(core)
+    spans = oracles.mask_spans(core)
     for min_sig in (-np.inf, 0.5):
         got = find_peaks_in_spans(labels, *spans, smoothed, var, polarity, min_sig)
         expected = oracles.find_peaks(labels, core, smoothed, var, polarity, min_sig)
@@ -213,7 +211,7 @@ def test_set_and_clear_bits_on_spans():
     mask[10:15] &= ~np.int32(0b110000)  # rows without the bits to clear
     mask[3, 7] |= SIGN_BIT
     spans_mask = _random_blobs(rng, shape, 0.8)
-    spans = mask_spans(spans_mask)
+    spans = oracles.mask_spans(spans_mask)
     for clear, bit in ((np.int32(0b110000), np.int32(1 << 5)), (SIGN_BIT, SIGN_BIT)):
         out = mask.copy()
         assert clear_and_set_bits(out, clear, *spans, bit) is None  # in place

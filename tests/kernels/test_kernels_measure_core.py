@@ -1,14 +1,18 @@
 """The fused per-source measurement and the boxed-noise kernels.
 
-``measure_core`` must give exactly what the separate public kernels give with the
-equivalent noise plane; the fast Gaussian weights must match the direct ``exp``.
+``measure_core`` must give exactly what the per-source kernels give one at a time
+(:mod:`per_source`) with the equivalent noise plane; the fast Gaussian weights must
+match the direct ``exp``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import oracles
+import oracles_measure
 import oracles_more as om
+import oracles_noise as on
+import per_source as ps
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
@@ -41,58 +45,68 @@ def _crowded_field(seed, shape=(120, 150), n=14, sigma=1.6):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_measure_core_equals_the_separate_kernels(seed):
     image, var, labels, own, xs, ys, values, table = _crowded_field(seed)
-    plane = nk.noise_plane(values, table, labels)
+    plane = on.noise_plane(values, table, labels)
     sigma, radii = 1.6, np.array([12.0, 6.0, 12.0, 20.4])
     got = mk.measure_core(
         image, var, values, table, labels, own, xs, ys, sigma, radii, 20, 100, 1e-6
     )
-    centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, gaussian = got
-    x, y, xe, ye, cf = mk.weighted_centroids(image, var, plane, labels, own, xs, ys, sigma, 20)
-    assert_array_equal(centroid, [x, y, xe, ye])
-    assert_array_equal(cflags, cf)
+    x, y, xe, ye, cf = ps.centroids(image, var, plane, labels, own, xs, ys, sigma, 20)
+    assert_array_equal(got.centroid, [x, y, xe, ye])
+    assert_array_equal(got.centroid_flags, cf)
     ixx, iyy, ixy, sf = mk.adaptive_moments(image, plane, labels, own, x, y, sigma, 100, 1e-6)
-    assert_array_equal(shape, [ixx, iyy, ixy])
-    assert_array_equal(sflags, sf)
-    flux, err, trunc = fk.naive_aperture_fluxes(image, var, plane, labels, own, x, y, radii)
-    assert_array_equal(ap_flux, flux)
-    assert_array_equal(ap_err, err)
-    assert_array_equal(ap_trunc, trunc)
+    assert_array_equal(got.shape, [ixx, iyy, ixy])
+    assert_array_equal(got.shape_flags, sf)
+    flux, err, trunc = ps.aperture_fluxes(image, var, plane, labels, own, x, y, radii)
+    assert_array_equal(got.ap_flux, flux)
+    assert_array_equal(got.ap_err, err)
+    assert_array_equal(got.ap_truncated, trunc)
     assert_array_equal(
-        gaussian, fk.gaussian_fluxes(image, var, plane, labels, own, x, y, ixx, iyy, ixy)
+        got.gaussian, ps.gaussian_fluxes(image, var, plane, labels, own, x, y, ixx, iyy, ixy)
     )
     assert trunc.any()  # the apertures reach off the image
     # And the apertures are the oracle's masked sums of what each source sees.
     for i in range(own.size):
         for k, r in enumerate(radii):
-            expected = oracles.aperture_sums(image, var, plane, labels, own[i], x[i], y[i], r)
-            assert_allclose([ap_flux[i, k], ap_err[i, k]], expected, rtol=1e-12)
+            expected = oracles_measure.aperture_sums(
+                image, var, plane, labels, own[i], x[i], y[i], r
+            )
+            assert_allclose([got.ap_flux[i, k], got.ap_err[i, k]], expected, rtol=1e-12)
 
 
 def test_boxed_psf_fluxes_equal_plane_psf_fluxes():
     image, var, labels, own, xs, ys, values, table = _crowded_field(4)
-    plane = nk.noise_plane(values, table, labels)
+    plane = on.noise_plane(values, table, labels)
     rng = np.random.default_rng(5)
     stamps = rng.uniform(0, 1, (own.size, 13, 13))
     stamps /= stamps.sum(axis=(1, 2), keepdims=True)
     x0 = xs.astype(np.int64) - 6
     y0 = ys.astype(np.int64) - 6
     got = fk.boxed_psf_fluxes(image, var, values, table, labels, own, stamps, x0, y0)
-    expected = fk.psf_fluxes(image, var, plane, labels, own, stamps, x0, y0)
+    expected = ps.psf_fluxes(image, var, plane, labels, own, stamps, x0, y0)
     for a, b in zip(got, expected, strict=True):
         assert_array_equal(a, b)
     for i in range(own.size):
-        ef, ee, et = oracles.psf_flux(image, var, plane, labels, own[i], stamps[i], x0[i], y0[i])
-        assert_allclose([got[0][i], got[1][i]], [ef, ee], rtol=1e-9)
-        assert got[2][i] == et
+        ef, ee, et = oracles_measure.psf_flux(
+            image, var, plane, labels, own[i], stamps[i], x0[i], y0[i]
+        )
+        assert_allclose([got.flux[i], got.flux_err[i]], [ef, ee], rtol=1e-9)
+        assert got.truncated[i] == et
 
 
 def test_kernels_accept_a_non_contiguous_noise_plane():
     image, var, labels, own, xs, ys, values, table = _crowded_field(6)
-    plane = nk.noise_plane(values, table, labels)
+    plane = on.noise_plane(values, table, labels)
     strided = np.zeros((plane.shape[0], 2 * plane.shape[1]), np.float32)[:, ::2]
     strided[...] = plane
-    a = mk.weighted_centroids(image, var, plane, labels, own, xs, ys, 1.6, 20)
-    b = mk.weighted_centroids(image, var, strided, labels, own, xs, ys, 1.6, 20)
+    radii = np.array([3.0, 9.0])
+    a = mk.measure_core(
+        image, var, nk.flat(plane), nk.plane_table(plane), labels, own, xs, ys, 1.6, radii,
+        20, 100, 1e-6,
+    )  # fmt: skip
+    b = mk.measure_core(
+        image, var, nk.flat(strided), nk.plane_table(strided), labels, own, xs, ys, 1.6,
+        radii, 20, 100, 1e-6,
+    )  # fmt: skip
     for u, v in zip(a, b, strict=True):
         assert_array_equal(u, v)
 
@@ -115,10 +129,12 @@ def test_gaussian_flux_weights_match_direct_exp(wxx, wyy, wxy):
     labels = np.zeros(shape, np.int32)
     own = np.zeros(1, np.int32)
     xc, yc = np.array([74.3]), np.array([69.8])
-    g, g_err = fk.gaussian_fluxes(
+    g, g_err = ps.gaussian_fluxes(
         image, var, image, labels, own, xc, yc, np.array([wxx]), np.array([wyy]), np.array([wxy])
     )
-    expected = oracles.gaussian_flux(image, var, image, labels, 0, xc[0], yc[0], wxx, wyy, wxy)
+    expected = oracles_measure.gaussian_flux(
+        image, var, image, labels, 0, xc[0], yc[0], wxx, wyy, wxy
+    )
     assert_allclose([g[0], g_err[0]], expected, rtol=1e-10)
 
 
@@ -135,10 +151,12 @@ def test_adaptive_moments_of_extended_sources_reach_the_oracle_fixed_point(ixx, 
         image, image, labels, np.zeros(1, np.int32), np.array([xc]), np.array([yc]), sigma0, 200,
         1e-12,
     )  # fmt: skip
-    assert got[3][0] == 0
-    w = np.array([got[0][0], got[1][0], got[2][0]])
+    assert got.flags[0] == 0
+    w = np.array([got.ixx[0], got.iyy[0], got.ixy[0]])
     # The fixed point: the oracle's weighted moments under W are W / 2.
     assert_allclose(
-        oracles.weighted_moments(image.astype(np.float64), xc, yc, *w), 0.5 * w, rtol=1e-9
+        oracles_measure.weighted_moments(image.astype(np.float64), xc, yc, *w),
+        0.5 * w,
+        rtol=1e-9,
     )
     assert_allclose(w, [ixx, iyy, ixy], rtol=0.02, atol=0.05)

@@ -33,9 +33,10 @@ def test_footprint_noise_is_the_legacy_stream_across_twists_and_blocks(seed):
     # 40 000 pixels: dozens of MT19937 twists and ten 4096-value blocks, with the
     # polar method's cached second value carried across every boundary.
     labels = np.ones((160, 250), np.int32)
-    got = nk.footprint_noise(labels, np.array([[0, 0, 249, 159]]), 2.5, seed)
+    values, table = nk.footprint_noise_boxes(labels, np.array([[0, 0, 249, 159]]), 2.5, seed)
     expected = (np.random.RandomState(seed).standard_normal(labels.size) * 2.5).astype(np.float32)
-    assert_array_equal(got.ravel(), expected)
+    assert table.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 250, 160]]
+    assert_array_equal(values, expected)
 
 
 def test_footprint_noise_matches_oracle_with_overlapping_boxes():
@@ -43,9 +44,11 @@ def test_footprint_noise_matches_oracle_with_overlapping_boxes():
     labels[5:9, 5:9] = 41  # a label without a box: stays 0
     bbox = om.label_bboxes(labels, 40)
     bbox[7, 3] -= 2  # a box missing its last rows: those pixels stay 0
-    got = nk.footprint_noise(labels, bbox, 3.0, 99)
-    assert got.dtype == np.float32
-    assert_array_equal(got, on.footprint_noise(labels, bbox, 3.0, 99))
+    values, table = nk.footprint_noise_boxes(labels, bbox, 3.0, 99)
+    assert values.dtype == np.float32
+    assert_array_equal(
+        on.noise_plane(values, table, labels), on.footprint_noise(labels, bbox, 3.0, 99)
+    )
 
 
 def test_boxed_noise_reads_like_the_plane():
@@ -55,7 +58,7 @@ def test_boxed_noise_reads_like_the_plane():
     bbox[4, 1] += 1  # a box missing its first row: that row reads 0
     first = bbox[4, 1] - 1
     values, table = nk.footprint_noise_boxes(labels, bbox, 1.5, 5)
-    plane = nk.noise_plane(values, table, labels)
+    plane = on.noise_plane(values, table, labels)
     assert_array_equal(plane, on.footprint_noise(labels, bbox, 1.5, 5))
     assert table.shape == (26, 5) and values.size == np.sum(table[:, 3] * table[:, 4])
     ys, xs = np.nonzero(labels)
@@ -70,17 +73,46 @@ def test_boxed_noise_reads_like_the_plane():
                        [plane[0, 0], plane[89, 99], plane[40, 3]])  # fmt: skip
 
 
-def test_pixel_reads_other_footprints_as_noise():
-    rng = np.random.default_rng(2)
-    image = rng.normal(size=(20, 30)).astype(np.float32)
-    noise = rng.normal(size=(20, 30)).astype(np.float32)
-    labels = _blobs((20, 30), 4, 6, (2, 5))
-    for own in range(5):
-        for y in range(20):
-            for x in range(30):
-                assert nk.pixel(image, noise, labels, own, y, x) == on.seen(
-                    image, noise, labels, own, y, x
-                )
+def _disks(shape, centres, radius):
+    labels = np.zeros(shape, np.int32)
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for i, (cx, cy) in enumerate(centres):
+        labels[(x - cx) ** 2 + (y - cy) ** 2 <= radius**2] = i + 1
+    return labels
+
+
+def test_footprint_noise_fills_only_listed_footprints_inside_their_boxes():
+    shape = (60, 70)
+    labels = _disks(shape, [(15, 15), (50, 20), (30, 45)], 8)
+    labels[7:10, 7:10] = 4  # not in the list, in a corner of footprint 1's box
+    bbox = om.label_bboxes(labels, 3)
+    bbox[2, 3] -= 3  # footprint 3's box misses its last three rows
+    sigma, seed = 4.0, 123
+    got = on.noise_plane(*nk.footprint_noise_boxes(labels, bbox, sigma, seed), labels)
+    inside = np.zeros(shape, bool)
+    for i, (x0, y0, x1, y1) in enumerate(bbox):
+        inside[y0 : y1 + 1, x0 : x1 + 1] |= labels[y0 : y1 + 1, x0 : x1 + 1] == i + 1
+    assert not got[~inside].any()
+    assert np.all(got[inside] != 0)
+    assert (labels == 4).any() and not got[labels == 4].any()
+    assert ((labels == 3) & ~inside).sum() > 0
+    # The values are the seeded Gaussian stream, one value per footprint pixel.
+    stream = (np.random.RandomState(seed).standard_normal(inside.sum()) * sigma).astype(np.float32)
+    assert_array_equal(np.sort(got[inside]), np.sort(stream))
+    again = on.noise_plane(*nk.footprint_noise_boxes(labels, bbox, sigma, seed), labels)
+    assert_array_equal(got, again)  # deterministic
+    other = on.noise_plane(*nk.footprint_noise_boxes(labels, bbox, sigma, seed + 1), labels)
+    assert_array_equal(other != 0, inside)
+    assert not np.array_equal(got, other)
+
+
+def test_footprint_noise_has_the_requested_sigma():
+    labels = np.zeros((170, 160), np.int32)
+    labels[5:165, 3:155] = 1
+    sigma = 7.0
+    values, _ = nk.footprint_noise_boxes(labels, om.label_bboxes(labels, 1), sigma, 5)
+    assert abs(values.mean()) < 5 * sigma / np.sqrt(values.size)
+    assert abs(values.std() / sigma - 1) < 6 / np.sqrt(2 * values.size)  # ~6σ of the estimate
 
 
 # ------------------------------------------------------------------ sky σ

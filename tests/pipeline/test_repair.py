@@ -46,7 +46,7 @@ def _expected(exposure, psf, config, keep_crs):
     mask = exposure.mask.array.copy()
     bit = exposure.mask.bit
     bad = ((mask & bit("BAD")) != 0) & ((mask & bit("INTRP")) == 0)
-    image, _ = oracles.interpolate_pixels(image, bad, config.max_interpolation_distance)
+    image, _ = om.interpolate_pixels(image, bad, config.max_interpolation_distance)
     mask[bad] |= bit("INTRP")
     r1, r2 = psf_neighbour_ratios(psf, *exposure.center)
     skip_bits = np.int32(bit("SAT", "NO_DATA", "BAD", "INTRP"))
@@ -68,7 +68,7 @@ def _expected(exposure, psf, config, keep_crs):
     )
     if not keep_crs:
         cr = ((mask & bit("CR")) != 0) & ((mask & bit("INTRP")) == 0)
-        image, _ = oracles.interpolate_pixels(image, cr, config.max_interpolation_distance)
+        image, _ = om.interpolate_pixels(image, cr, config.max_interpolation_distance)
         mask[cr] |= bit("INTRP")
     return image, mask, n_cr
 

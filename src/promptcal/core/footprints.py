@@ -68,14 +68,15 @@ class Footprints:
         footprint_ids : numpy.ndarray
             Source id to report for each footprint index.
         """
-        lab, y, x0, x1 = label_spans(self.labels)
+        spans = label_spans(self.labels)
+        lab = spans.label
         ids = np.asarray(footprint_ids, np.int64)[lab - 1] if lab.size else lab
         return Table(
             {
                 "id": ids,
-                "y": y + self.xy0[1],
-                "x0": x0 + self.xy0[0],
-                "x1": x1 + self.xy0[0],
+                "y": spans.y + self.xy0[1],
+                "x0": spans.x0 + self.xy0[0],
+                "x1": spans.x1 + self.xy0[0],
             }
         )
 

@@ -22,11 +22,12 @@ def kernel_shape(image: np.ndarray, sigma_guess: float) -> tuple[float, float, f
     padded[65 : 65 + size, 65 : 65 + size] = image
     labels = np.zeros(padded.shape, np.int32)
     centre = np.array([65 + size // 2], np.float64)
-    xx, yy, xy, _flags = adaptive_moments(
+    moments = adaptive_moments(
         padded, padded, labels, np.zeros(1, np.int32), centre, centre, sigma_guess, 100, 1e-7
     )
-    if np.isfinite(xx[0]) and np.isfinite(yy[0]) and np.isfinite(xy[0]):
-        return float(xx[0]), float(yy[0]), float(xy[0])
+    xx, yy, xy = float(moments.ixx[0]), float(moments.iyy[0]), float(moments.ixy[0])
+    if np.isfinite(xx) and np.isfinite(yy) and np.isfinite(xy):
+        return xx, yy, xy
     # A kernel narrower than a pixel defeats adaptive moments (the weight collapses onto
     # one pixel). The model is noise-free, so one Gaussian-weighted measurement with a
     # fixed weight W, deconvolved as C = (M⁻¹ − W⁻¹)⁻¹ (exact for a Gaussian), is enough;

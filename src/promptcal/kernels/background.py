@@ -8,32 +8,19 @@ their sample standard deviation as the new width.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.order_statistics import (
-    order_statistics,
-    quartiles,
-    quartiles_into,
-    workspace,
-)
-
-__all__ = [
-    "IQR_TO_SIGMA",
-    "binned_clipped_mean",
-    "binned_clipped_mean_strided",
-    "clipped_mean",
-    "order_statistics",
-    "quartiles",
-    "subtract_separable",
-]
+from promptcal.kernels.order_statistics import quartiles_into, workspace
 
 #: σ of a Gaussian per unit inter-quartile range (1 / 1.349).
 IQR_TO_SIGMA = 0.741301109252802
 
 
 @kernel
-def clipped_mean(buf, n, n_sigma, n_iter):
+def clipped_mean_into(buf, n, n_sigma, n_iter, slots, counts, work):
     """Iteratively clipped mean of ``buf[:n]`` (``buf`` may be reordered).
 
     Parameters
@@ -47,6 +34,8 @@ def clipped_mean(buf, n, n_sigma, n_iter):
         Clipping half-width in units of the current width estimate.
     n_iter : int
         Number of clipping iterations (0 returns the median).
+    slots, counts, work : numpy.ndarray
+        A :func:`~promptcal.kernels.order_statistics.workspace` for ``n`` values.
 
     Returns
     -------
@@ -54,13 +43,6 @@ def clipped_mean(buf, n, n_sigma, n_iter):
         Clipped mean and clipped sample standard deviation (NaN when fewer than
         two values survive); same unit as the input.
     """
-    slots, counts, work = workspace(n, buf)
-    return clipped_mean_into(buf, n, n_sigma, n_iter, slots, counts, work)
-
-
-@kernel
-def clipped_mean_into(buf, n, n_sigma, n_iter, slots, counts, work):
-    """:func:`clipped_mean` with a caller-provided :func:`~.order_statistics.workspace`."""
     q = quartiles_into(buf, n, slots, counts, work)
     median = q[1]
     center = median
@@ -126,14 +108,31 @@ def _gather_bin(image, mask, ignore_bits, y0, y1, x0, x1, stride, buf):
     return n
 
 
-@kernel
+class BinStatistics(NamedTuple):
+    """What :func:`binned_clipped_mean_strided` returns.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        float64 (ny, nx) clipped means [image unit]; NaN for bins without valid pixels.
+    stdevs : numpy.ndarray
+        float64 (ny, nx) clipped standard deviations [image unit]; NaN when undefined.
+    n_valid : numpy.ndarray
+        int64 (ny, nx) number of unmasked, finite pixels per bin.
+    """
+
+    values: np.ndarray
+    stdevs: np.ndarray
+    n_valid: np.ndarray
+
+
 def binned_clipped_mean_strided(
     image, mask, ignore_bits, y_edges, x_edges, stride, n_sigma, n_iter
-):
-    """:func:`binned_clipped_mean` of the subsampled image ``image[::stride, ::stride]``.
+) -> BinStatistics:
+    """Clipped mean of the unmasked, finite pixels of every bin of ``image[::stride, ::stride]``.
 
     The bin edges are in subsampled pixels; the subsample is read in place rather than
-    copied. ``stride == 1`` is :func:`binned_clipped_mean`.
+    copied.
 
     Parameters
     ----------
@@ -157,13 +156,20 @@ def binned_clipped_mean_strided(
 
     Returns
     -------
-    values : numpy.ndarray
-        float64 (ny, nx) clipped means [image unit]; NaN for bins without valid pixels.
-    stdevs : numpy.ndarray
-        float64 (ny, nx) clipped standard deviations [image unit]; NaN when undefined.
-    n_valid : numpy.ndarray
-        int64 (ny, nx) number of unmasked, finite pixels per bin.
+    BinStatistics
+        Statistics per bin.
     """
+    out = _binned_clipped_mean_strided(
+        image, mask, ignore_bits, y_edges, x_edges, stride, n_sigma, n_iter
+    )
+    return BinStatistics(*out)
+
+
+@kernel
+def _binned_clipped_mean_strided(
+    image, mask, ignore_bits, y_edges, x_edges, stride, n_sigma, n_iter
+):
+    """The kernel of :func:`binned_clipped_mean_strided` (a plain tuple)."""
     ny = y_edges.size - 1
     nx = x_edges.size - 1
     values = np.full((ny, nx), np.nan)
@@ -197,40 +203,6 @@ def binned_clipped_mean_strided(
                     buf, n, n_sigma, n_iter, slots, counts, work
                 )
     return values, stdevs, n_valid
-
-
-@kernel
-def binned_clipped_mean(image, mask, ignore_bits, y_edges, x_edges, n_sigma, n_iter):
-    """Clipped mean of the unmasked, finite pixels of every bin.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        float32 (H, W) pixels [image unit].
-    mask : numpy.ndarray
-        int32 (H, W) bit mask.
-    ignore_bits : int
-        Pixels with any of these bits set are excluded.
-    y_edges, x_edges : numpy.ndarray
-        int64 bin edges [px]: bin ``(j, i)`` covers rows ``y_edges[j]:y_edges[j+1]``
-        and columns ``x_edges[i]:x_edges[i+1]``.
-    n_sigma : float
-        Clipping half-width [σ].
-    n_iter : int
-        Clipping iterations.
-
-    Returns
-    -------
-    values : numpy.ndarray
-        float64 (ny, nx) clipped means [image unit]; NaN for bins without valid pixels.
-    stdevs : numpy.ndarray
-        float64 (ny, nx) clipped standard deviations [image unit]; NaN when undefined.
-    n_valid : numpy.ndarray
-        int64 (ny, nx) number of unmasked, finite pixels per bin.
-    """
-    return binned_clipped_mean_strided(
-        image, mask, ignore_bits, y_edges, x_edges, 1, n_sigma, n_iter
-    )
 
 
 @kernel

@@ -1,9 +1,10 @@
 """Gaussian-weighted (SdssCentroid-like) centroids and the hollow-centre test.
 
-Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`):
-the public kernels take a full noise plane, :func:`centroid_one` the per-box noise and
-its table. The weight is circular, so it factorises into a row and a column term:
-``2(2r+1)`` ``exp`` per window instead of ``(2r+1)²``, equal to ~1e-15 relative.
+Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`),
+given as a noise array and its table (a full plane through
+:func:`~promptcal.kernels.noise.plane_table`). The weight is circular, so it
+factorises into a row and a column term: ``2(2r+1)`` ``exp`` per window instead of
+``(2r+1)²``, equal to ~1e-15 relative.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.noise import flat, noise_at, plane_table
+from promptcal.kernels.noise import noise_at
 
 # Bits of the centroid flag word.
 CENTROID_FAILED = 1
@@ -37,8 +38,15 @@ def _ring_mean(seen, var, r_in, r_out):
 
 
 @kernel
-def _central_hole(image, variance, noise, table, labels, own, ix, iy, nsigma):
-    """:func:`central_hole` with boxed noise (``noise``, ``table``)."""
+def central_hole(image, variance, noise, table, labels, own, ix, iy, nsigma):
+    """Whether the profile dips at its centre (not a maximum of the raw image).
+
+    Compares the centre pixel with its 8 neighbours, and the central 3×3 with the
+    ring at 2 px; a dip of more than ``nsigma`` σ in either marks a hollow centre,
+    which a point source or a smooth galaxy never shows. Pixels within 3 px of
+    (ix, iy) must be on the image. ``noise``, ``table``: the replacement noise
+    (:mod:`promptcal.kernels.noise`).
+    """
     seen = np.empty((5, 5))
     var = np.empty((5, 5))
     for j in range(5):
@@ -57,20 +65,6 @@ def _central_hole(image, variance, noise, table, labels, own, ix, iy, nsigma):
     b, vb = _ring_mean(seen, var, -1.0, 1.5)
     r, vr = _ring_mean(seen, var, 1.5, 2.5)
     return r - b > nsigma * np.sqrt(vb + vr)
-
-
-@kernel
-def central_hole(image, variance, noise, labels, own, ix, iy, nsigma):
-    """Whether the profile dips at its centre (not a maximum of the raw image).
-
-    Compares the centre pixel with its 8 neighbours, and the central 3×3 with the
-    ring at 2 px; a dip of more than ``nsigma`` σ in either marks a hollow centre,
-    which a point source or a smooth galaxy never shows. Pixels within 3 px of
-    (ix, iy) must be on the image.
-    """
-    return _central_hole(
-        image, variance, flat(noise), plane_table(noise), labels, own, ix, iy, nsigma
-    )
 
 
 @kernel
@@ -97,19 +91,160 @@ def _load_window(image, variance, noise, table, labels, own, ix, iy, radius, see
 
 
 @kernel
-def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_iter, buf):
-    """Centroid of one source; see :func:`weighted_centroids`. ``buf`` is scratch."""
+def _first_moments(seen, wx, wy, ix0, iy0, xc, yc):
+    """Σw·I, Σw·I·dx, Σw·I·dy over the window whose first pixel is (ix0, iy0)."""
+    size = wx.size
+    sw = 0.0
+    swx = 0.0
+    swy = 0.0
+    for j in range(size):
+        row = 0.0
+        row_x = 0.0
+        for k in range(size):
+            v = wx[k] * seen[j, k]
+            row += v
+            row_x += v * (ix0 + k - xc)
+        sw += wy[j] * row
+        swx += wy[j] * row_x
+        swy += wy[j] * (iy0 + j - yc) * row
+    return sw, swx, swy
+
+
+@kernel
+def _second_moments(seen, var, wx, wy, ix, iy, radius, xc, yc):
+    """Σw·I, Σw·I·dx², Σw·I·dy² and the variances Σw²·var·dx², Σw²·var·dy²."""
+    size = wx.size
+    sw = 0.0
+    sxx = 0.0
+    syy = 0.0
+    vxx = 0.0
+    vyy = 0.0
+    for j in range(size):
+        dy = iy - radius + j - yc
+        row = 0.0
+        row_xx = 0.0
+        row_v = 0.0
+        row_vxx = 0.0
+        for k in range(size):
+            dx = ix - radius + k - xc
+            w = wx[k]
+            v = w * seen[j, k]
+            wwv = w * w * var[j, k]
+            row += v
+            row_xx += v * dx * dx
+            row_v += wwv
+            row_vxx += wwv * dx * dx
+        wrow = wy[j]
+        sw += wrow * row
+        sxx += wrow * row_xx
+        syy += wrow * dy * dy * row
+        vxx += wrow * wrow * row_vxx
+        vyy += wrow * wrow * dy * dy * row_v
+    return sw, sxx, syy, vxx, vyy
+
+
+@kernel
+def _hollow(image, variance, noise, table, labels, own, ix, iy, x0, y0, xc, yc, sigma):
+    """Whether the centroid's pixel (ix, iy), or the peak (x0, y0) near it, is hollow."""
+    if central_hole(image, variance, noise, table, labels, own, ix, iy, 5.0):
+        return True
+    # A hollow source can pull the centroid onto its rim, so test its peak too,
+    # when the peak lies within the PSF core (beyond ~√2 σ a narrow profile's
+    # curvature changes sign and a smooth star would look hollow there).
+    px = int(np.floor(x0 + 0.5))
+    py = int(np.floor(y0 + 0.5))
+    near = (x0 - xc) ** 2 + (y0 - yc) ** 2 < 2.0 * sigma * sigma
+    return near and central_hole(image, variance, noise, table, labels, own, px, py, 5.0)
+
+
+@kernel
+def _finish(
+    image, variance, noise, table, labels, own, x0, y0, xc, yc, sigma, flags, loaded_x,
+    loaded_y, buf,
+):  # fmt: skip
+    """The errors and the not-at-maximum tests at the centroid, or the fallback position.
+
+    ``loaded_x``, ``loaded_y``: the window centre already in ``buf``. Returns what
+    :func:`centroid_one` returns.
+    """
     height, width = image.shape
     radius = max(3, int(np.ceil(4.0 * sigma)))
-    size = 2 * radius + 1
+    inv2s2 = 0.5 / (sigma * sigma)
+    wx = buf[0, 0]
+    wy = buf[0, 1]
+    seen = buf[1]
+    var = buf[2]
+    xe = np.nan
+    ye = np.nan
+    ix = int(np.floor(xc + 0.5))
+    iy = int(np.floor(yc + 0.5))
+    # The last step may have moved the window off the image: check it again.
+    if ix - radius < 0 or iy - radius < 0 or ix + radius >= width or iy + radius >= height:
+        flags |= CENTROID_EDGE
+    if flags & CENTROID_EDGE == 0 and abs(xc - x0) <= radius and abs(yc - y0) <= radius:
+        if ix != loaded_x or iy != loaded_y:
+            _load_window(image, variance, noise, table, labels, own, ix, iy, radius, seen, var)
+        _gauss_1d(wx, ix - radius, xc, inv2s2)
+        _gauss_1d(wy, iy - radius, yc, inv2s2)
+        sw, sxx, syy, vxx, vyy = _second_moments(seen, var, wx, wy, ix, iy, radius, xc, yc)
+        if sw > 0:
+            xe = 2.0 * np.sqrt(vxx) / sw
+            ye = 2.0 * np.sqrt(vyy) / sw
+            # The smoothed image has a maximum here only if the weighted second
+            # moment is below the weight's own (curvature of I*w negative).
+            if sxx / sw >= sigma * sigma or syy / sw >= sigma * sigma:
+                flags |= CENTROID_NOT_AT_MAXIMUM
+        if _hollow(image, variance, noise, table, labels, own, ix, iy, x0, y0, xc, yc, sigma):
+            flags |= CENTROID_NOT_AT_MAXIMUM
+    else:
+        # An edge source keeps its last on-image position; other failures fall
+        # back to the peak.
+        if flags & CENTROID_EDGE == 0:
+            xc = x0
+            yc = y0
+        flags |= CENTROID_FAILED
+    return xc, yc, xe, ye, flags
+
+
+@kernel
+def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_iter, buf):
+    """Gaussian-weighted (PSF-matched) centroid of one source.
+
+    The fixed point is the maximum of the image smoothed by the weight, the same
+    estimator as SdssCentroid; steps are doubled so a matched Gaussian converges at once.
+
+    Parameters
+    ----------
+    image, variance : numpy.ndarray
+        float32 (H, W) background-subtracted image and variance.
+    noise, table : numpy.ndarray
+        Replacement noise and its table (:mod:`promptcal.kernels.noise`).
+    labels : numpy.ndarray
+        int32 (H, W) footprint labels; ``own`` is the source's label.
+    x0, y0 : float
+        Starting array position (the peak) [px].
+    sigma : float
+        Weight σ [px] (the PSF σ).
+    max_iter : int
+        Maximum number of iterations.
+    buf : numpy.ndarray
+        Scratch from :func:`centroid_buffer`.
+
+    Returns
+    -------
+    x, y, x_err, y_err : float
+        Centroid and 1σ errors [px, array coordinates].
+    flags : int
+        CENTROID_* bits.
+    """
+    height, width = image.shape
+    radius = max(3, int(np.ceil(4.0 * sigma)))
     inv2s2 = 0.5 / (sigma * sigma)
     wx = buf[0, 0]
     wy = buf[0, 1]
     seen = buf[1]
     var = buf[2]
     flags = 0
-    xe = np.nan
-    ye = np.nan
     xc = x0
     yc = y0
     loaded_x = -1
@@ -127,19 +262,7 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
             loaded_y = iy
         _gauss_1d(wx, ix - radius, xc, inv2s2)
         _gauss_1d(wy, iy - radius, yc, inv2s2)
-        sw = 0.0
-        swx = 0.0
-        swy = 0.0
-        for j in range(size):
-            row = 0.0
-            row_x = 0.0
-            for k in range(size):
-                v = wx[k] * seen[j, k]
-                row += v
-                row_x += v * (ix - radius + k - xc)
-            sw += wy[j] * row
-            swx += wy[j] * row_x
-            swy += wy[j] * (iy - radius + j - yc) * row
+        sw, swx, swy = _first_moments(seen, wx, wy, ix - radius, iy - radius, xc, yc)
         if sw <= 0:
             flags |= CENTROID_FAILED
             break
@@ -155,67 +278,10 @@ def centroid_one(image, variance, noise, table, labels, own, x0, y0, sigma, max_
             break
     if flags == 0 and not converged:
         flags |= CENTROID_NO_CONVERGENCE
-    ix = int(np.floor(xc + 0.5))
-    iy = int(np.floor(yc + 0.5))
-    # The last step may have moved the window off the image: check it again.
-    if ix - radius < 0 or iy - radius < 0 or ix + radius >= width or iy + radius >= height:
-        flags |= CENTROID_EDGE
-    if flags & CENTROID_EDGE == 0 and abs(xc - x0) <= radius and abs(yc - y0) <= radius:
-        if ix != loaded_x or iy != loaded_y:
-            _load_window(image, variance, noise, table, labels, own, ix, iy, radius, seen, var)
-        _gauss_1d(wx, ix - radius, xc, inv2s2)
-        _gauss_1d(wy, iy - radius, yc, inv2s2)
-        sw = 0.0
-        sxx = 0.0
-        syy = 0.0
-        vxx = 0.0
-        vyy = 0.0
-        for j in range(size):
-            dy = iy - radius + j - yc
-            row = 0.0
-            row_xx = 0.0
-            row_v = 0.0
-            row_vxx = 0.0
-            for k in range(size):
-                dx = ix - radius + k - xc
-                w = wx[k]
-                v = w * seen[j, k]
-                wwv = w * w * var[j, k]
-                row += v
-                row_xx += v * dx * dx
-                row_v += wwv
-                row_vxx += wwv * dx * dx
-            wrow = wy[j]
-            sw += wrow * row
-            sxx += wrow * row_xx
-            syy += wrow * dy * dy * row
-            vxx += wrow * wrow * row_vxx
-            vyy += wrow * wrow * dy * dy * row_v
-        if sw > 0:
-            xe = 2.0 * np.sqrt(vxx) / sw
-            ye = 2.0 * np.sqrt(vyy) / sw
-            # The smoothed image has a maximum here only if the weighted second
-            # moment is below the weight's own (curvature of I*w negative).
-            if sxx / sw >= sigma * sigma or syy / sw >= sigma * sigma:
-                flags |= CENTROID_NOT_AT_MAXIMUM
-        if _central_hole(image, variance, noise, table, labels, own, ix, iy, 5.0):
-            flags |= CENTROID_NOT_AT_MAXIMUM
-        # A hollow source can pull the centroid onto its rim, so test its peak too,
-        # when the peak lies within the PSF core (beyond ~√2 σ a narrow profile's
-        # curvature changes sign and a smooth star would look hollow there).
-        px = int(np.floor(x0 + 0.5))
-        py = int(np.floor(y0 + 0.5))
-        near = (x0 - xc) ** 2 + (y0 - yc) ** 2 < 2.0 * sigma * sigma
-        if near and _central_hole(image, variance, noise, table, labels, own, px, py, 5.0):
-            flags |= CENTROID_NOT_AT_MAXIMUM
-    else:
-        # An edge source keeps its last on-image position; other failures fall
-        # back to the peak.
-        if flags & CENTROID_EDGE == 0:
-            xc = x0
-            yc = y0
-        flags |= CENTROID_FAILED
-    return xc, yc, xe, ye, flags
+    return _finish(
+        image, variance, noise, table, labels, own, x0, y0, xc, yc, sigma, flags, loaded_x,
+        loaded_y, buf,
+    )  # fmt: skip
 
 
 @kernel
@@ -223,44 +289,3 @@ def centroid_buffer(sigma):
     """Scratch for :func:`centroid_one`: weights, window, window variance."""
     size = 2 * max(3, int(np.ceil(4.0 * sigma))) + 1
     return np.empty((3, size, size))
-
-
-@kernel
-def weighted_centroids(image, variance, noise, labels, own, x_start, y_start, sigma, max_iter):
-    """Gaussian-weighted (PSF-matched) centroids, one per source.
-
-    The fixed point is the maximum of the image smoothed by the weight, the same
-    estimator as SdssCentroid; steps are doubled so a matched Gaussian converges at once.
-
-    Parameters
-    ----------
-    image, variance, noise : numpy.ndarray
-        float32 (H, W) background-subtracted image, variance, noise replacement.
-    labels : numpy.ndarray
-        int32 (H, W) footprint labels; ``own[i]`` is source i's label.
-    x_start, y_start : numpy.ndarray
-        float64 starting array positions (the peaks) [px].
-    sigma : float
-        Weight σ [px] (the PSF σ).
-    max_iter : int
-        Maximum number of iterations.
-
-    Returns
-    -------
-    x, y, x_err, y_err : numpy.ndarray
-        float64 centroids and 1σ errors [px, array coordinates].
-    flags : numpy.ndarray
-        int32 bit flags (CENTROID_*).
-    """
-    n = x_start.size
-    values = flat(noise)
-    table = plane_table(noise)
-    out = np.empty((4, n))
-    flags = np.zeros(n, np.int32)
-    buf = centroid_buffer(sigma)
-    for i in range(n):
-        out[0, i], out[1, i], out[2, i], out[3, i], flags[i] = centroid_one(
-            image, variance, values, table, labels, own[i], x_start[i], y_start[i], sigma,
-            max_iter, buf,
-        )  # fmt: skip
-    return out[0], out[1], out[2], out[3], flags

@@ -10,6 +10,8 @@ sky is skipped eight flags (or two labels) at a time.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from promptcal.kernels._jit import kernel
@@ -100,34 +102,6 @@ def append_runs(flags, words, width, x0, x1, n):
 
 
 @kernel
-def mask_spans(mask):
-    """Spans (maximal runs of True pixels) of a bool (H, W) mask.
-
-    Returns
-    -------
-    row_start : numpy.ndarray
-        int64 (H + 1,): the spans of row ``y`` are ``row_start[y]:row_start[y + 1]``.
-    x0, x1 : numpy.ndarray
-        int64 inclusive first and last column of each span, in raster order.
-    """
-    height, width = mask.shape
-    flags, words = row_flags(width)
-    row_start = np.empty(height + 1, np.int64)
-    x0 = np.empty(1024, np.int64)
-    x1 = np.empty(1024, np.int64)
-    n = 0
-    for y in range(height):
-        row_start[y] = n
-        for x in range(width):
-            flags[x] = mask[y, x]
-        x0 = reserve(x0, n, (width + 1) // 2)
-        x1 = reserve(x1, n, (width + 1) // 2)
-        n = append_runs(flags, words, width, x0, x1, n)
-    row_start[height] = n
-    return row_start, x0[:n].copy(), x1[:n].copy()
-
-
-@kernel
 def span_components(row_start, x0, x1):
     """8-connected components of a span set (spans must be maximal runs).
 
@@ -181,9 +155,30 @@ def paint_labels(row_start, x0, x1, component, width):
     return labels
 
 
-@kernel
-def select_spans(row_start, x0, x1, keep):
+class Spans(NamedTuple):
+    """A span set (see the module docstring).
+
+    Attributes
+    ----------
+    row_start : numpy.ndarray
+        int64 (H + 1,): the spans of row ``y`` are ``row_start[y]:row_start[y + 1]``.
+    x0, x1 : numpy.ndarray
+        int64 inclusive first and last column of each span, in raster order.
+    """
+
+    row_start: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+
+
+def select_spans(row_start, x0, x1, keep) -> Spans:
     """The spans whose bool ``keep`` flag is set, as a span set."""
+    return Spans(*_select_spans(row_start, x0, x1, keep))
+
+
+@kernel
+def _select_spans(row_start, x0, x1, keep):
+    """The kernel of :func:`select_spans` (a plain tuple)."""
     height = row_start.size - 1
     out_start = np.empty(height + 1, np.int64)
     n_out = 0
@@ -204,38 +199,6 @@ def select_spans(row_start, x0, x1, keep):
 
 
 @kernel
-def kept_label_spans(labels, keep):
-    """Spans of the pixels of components whose ``keep`` flag is set (1-based labels)."""
-    height, width = labels.shape
-    flags, words = row_flags(width)
-    row_start = np.empty(height + 1, np.int64)
-    x0 = np.empty(1024, np.int64)
-    x1 = np.empty(1024, np.int64)
-    n = 0
-    for y in range(height):
-        row_start[y] = n
-        for x in range(width):
-            lab = labels[y, x]
-            flags[x] = lab > 0 and keep[lab - 1]
-        x0 = reserve(x0, n, (width + 1) // 2)
-        x1 = reserve(x1, n, (width + 1) // 2)
-        n = append_runs(flags, words, width, x0, x1, n)
-    row_start[height] = n
-    return row_start, x0[:n].copy(), x1[:n].copy()
-
-
-@kernel
-def paint_mask(row_start, x0, x1, width):
-    """bool (H, W) mask of a span set."""
-    height = row_start.size - 1
-    out = np.zeros((height, width), np.bool_)
-    for y in range(height):
-        for s in range(row_start[y], row_start[y + 1]):
-            out[y, x0[s] : x1[s] + 1] = True
-    return out
-
-
-@kernel
 def span_bboxes(row_start, x0, x1, component, n, width):
     """Inclusive boxes ``x_min, y_min, x_max, y_max`` (int64 (n, 4)) of labelled spans.
 
@@ -252,29 +215,6 @@ def span_bboxes(row_start, x0, x1, component, n, width):
             _extend_box(bbox, k, x0[s], y)
             _extend_box(bbox, k, x1[s], y)
     return bbox
-
-
-@kernel
-def label_components(mask):
-    """Label the 8-connected components of ``mask``.
-
-    Labels are numbered 1..n in raster order of each component's first pixel (the
-    same numbering as ``scipy.ndimage.label``).
-
-    Returns
-    -------
-    labels : numpy.ndarray
-        int32 (H, W), 0 outside components.
-    n : int
-        Number of components.
-    bbox : numpy.ndarray
-        int64 (n, 4) inclusive boxes ``x_min, y_min, x_max, y_max``.
-    """
-    width = mask.shape[1]
-    row_start, x0, x1 = mask_spans(mask)
-    component, n = span_components(row_start, x0, x1)
-    labels = paint_labels(row_start, x0, x1, component, width)
-    return labels, n, span_bboxes(row_start, x0, x1, component, n, width)
 
 
 @kernel

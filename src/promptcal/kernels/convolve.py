@@ -200,27 +200,6 @@ def _smooth_plane(plane, ignore, use_ignore, taps, out):
 
 
 @kernel
-def separable_convolve(data, taps):
-    """Convolve ``data`` with ``taps`` along both axes (valid region only).
-
-    Parameters
-    ----------
-    data : numpy.ndarray
-        float32 (H, W), C-contiguous.
-    taps : numpy.ndarray
-        float32 1-D kernel of odd length.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 (H, W); pixels closer than ``len(taps)//2`` to an edge are 0.
-    """
-    out = np.empty(data.shape, np.float32)
-    _smooth_plane(data, data, False, taps, out)
-    return out
-
-
-@kernel
 def smooth_image_and_variance(image, variance, ignore, taps):
     """Smooth image with ``taps`` and variance with ``taps²`` (separable).
 

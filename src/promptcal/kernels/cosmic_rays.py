@@ -1,84 +1,11 @@
-"""Cosmic-ray detection kernels (the interpolation kernels are re-exported here)."""
+"""Cosmic-ray detection: pixels too sharp to be the PSF get the CR mask bit."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.interpolate import (
-    flagged_pixels,
-    grow_indices,
-    interpolate_flagged,
-    interpolate_pixels,
-)
-
-__all__ = [
-    "find_cosmic_rays",
-    "find_sharp_pixels",
-    "flagged_pixels",
-    "interpolate_flagged",
-    "interpolate_pixels",
-    "mask_cosmic_rays",
-    "remask_cosmic_rays",
-]
-
-
-@kernel
-def mask_cosmic_rays(
-    image, variance, mask, skip_bits, cr_bit, ratio1, ratio2, min_sigma, min_dn, fac, fac2
-):
-    """Run :func:`find_sharp_pixels` on pixels without ``skip_bits`` and OR ``cr_bit`` in.
-
-    Works sparsely (a list of CR pixels instead of full-size boolean images): one
-    streaming pass over image, variance and mask flags the few pixels that pass the
-    cheap tests, and only they get the sharpness test.
-
-    Returns
-    -------
-    int
-        Number of pixels that carry ``cr_bit`` afterwards.
-    """
-    return _mask_cosmic_rays(
-        image,
-        variance,
-        mask,
-        skip_bits,
-        cr_bit,
-        ratio1,
-        ratio2,
-        min_sigma,
-        min_dn,
-        fac,
-        fac2,
-        False,
-    )
-
-
-@kernel
-def remask_cosmic_rays(
-    image, variance, mask, skip_bits, cr_bit, ratio1, ratio2, min_sigma, min_dn, fac, fac2
-):
-    """:func:`mask_cosmic_rays` after clearing ``cr_bit`` everywhere, in the same pass.
-
-    Returns
-    -------
-    int
-        Number of pixels that carry ``cr_bit`` afterwards (the new cosmic rays).
-    """
-    return _mask_cosmic_rays(
-        image,
-        variance,
-        mask,
-        skip_bits,
-        cr_bit,
-        ratio1,
-        ratio2,
-        min_sigma,
-        min_dn,
-        fac,
-        fac2,
-        True,
-    )
+from promptcal.kernels.interpolate import grow_indices
 
 
 @kernel
@@ -202,70 +129,65 @@ def _sharp_in_row(
 
 
 @kernel
-def _mask_cosmic_rays(
-    image,
-    variance,
-    mask,
-    skip_bits,
-    cr_bit,
-    ratio1,
-    ratio2,
-    min_sigma,
-    min_dn,
-    fac,
-    fac2,
-    clear,
+def remask_cosmic_rays(
+    image, variance, mask, skip_bits, cr_bit, ratio1, ratio2, min_sigma, min_dn, fac, fac2
 ):
+    """Clear ``cr_bit`` everywhere and set it on the pixels too sharp to be the PSF.
+
+    A pixel is a CR when it is ``min_sigma`` σ and ``min_dn`` above the (subtracted)
+    background and, along at least one of the four directions through it, the mean of
+    the two opposite neighbours (plus ``fac`` σ) is below ``fac2`` times what the PSF
+    predicts from the pixel value (minus ``fac`` σ). Tracks are caught by the
+    direction perpendicular to them. CR pixels grow by one pixel into neighbours
+    above ``fac`` σ. Pixels with ``skip_bits`` are never flagged nor used as
+    neighbours (SAT, NO_DATA, BAD).
+
+    Works sparsely, in the same pass that clears the old bits: one streaming pass
+    over image, variance and mask flags the few pixels that pass the cheap tests,
+    and only they get the sharpness test.
+
+    Parameters
+    ----------
+    image, variance : numpy.ndarray
+        float32 (H, W) background-subtracted image and variance.
+    mask : numpy.ndarray
+        int32 (H, W) bit mask, modified in place.
+    skip_bits, cr_bit : int
+        Mask bits of the skipped pixels and of the cosmic rays.
+    ratio1, ratio2 : float
+        The PSF's value one pixel from its centre along a row or column, and one
+        pixel along a diagonal, relative to the central pixel.
+
+    Returns
+    -------
+    int
+        Number of pixels that carry ``cr_bit`` afterwards (the new cosmic rays).
+    """
     height, width = image.shape
     cores_y = np.empty(256, np.int64)
     cores_x = np.empty(256, np.int64)
     n_cores = 0
-    count = 0
-    keep_bits = ~cr_bit if clear else np.int32(-1)
+    keep_bits = ~cr_bit
     n_blocks = -(-width // _BLOCK)
     flags = np.zeros((2, width), np.bool_)
     hit = np.zeros((2, n_blocks), np.bool_)
     row_cores = np.empty(width, np.int64)
-    # Row y + 1 is scanned (and its CR bits counted or cleared) before row y is tested,
-    # so the neighbours that the sharpness test reads are in cache already.
+    # Row y + 1 is scanned (and its CR bits cleared) before row y is tested, so the
+    # neighbours that the sharpness test reads are in cache already.
     for y in range(-1, height - 1):
         scan = y + 1
         n_cr = _scan_row(
-            image,
-            variance,
-            mask,
-            scan,
-            skip_bits,
-            keep_bits,
-            cr_bit,
-            min_dn,
-            min_sigma,
-            flags[scan % 2],
-            hit[scan % 2],
-        )
-        if clear:
-            if n_cr:
-                _clear_bits(mask[scan], cr_bit)
-        else:
-            count += n_cr
+            image, variance, mask, scan, skip_bits, keep_bits, cr_bit, min_dn, min_sigma,
+            flags[scan % 2], hit[scan % 2],
+        )  # fmt: skip
+        if n_cr:
+            _clear_bits(mask[scan], cr_bit)
         if y < 1:
             continue
         n_row = _sharp_in_row(
-            image,
-            variance,
-            mask,
-            skip_bits,
-            y,
-            flags[y % 2],
-            hit[y % 2],
-            ratio1,
-            ratio2,
-            min_sigma,
-            min_dn,
-            fac,
-            fac2,
-            row_cores,
-        )
+            image, variance, mask, skip_bits, y, flags[y % 2], hit[y % 2], ratio1, ratio2,
+            min_sigma, min_dn, fac, fac2, row_cores,
+        )  # fmt: skip
         if n_cores + n_row > cores_y.size:
             cores_y = grow_indices(cores_y, n_cores + n_row)
             cores_x = grow_indices(cores_x, n_cores + n_row)
@@ -273,7 +195,14 @@ def _mask_cosmic_rays(
             cores_y[n_cores] = y
             cores_x[n_cores] = row_cores[k]
             n_cores += 1
-    for k in range(n_cores):
+    return _grow_cores(image, variance, mask, skip_bits, cr_bit, fac, cores_y[:n_cores], cores_x)
+
+
+@kernel
+def _grow_cores(image, variance, mask, skip_bits, cr_bit, fac, cores_y, cores_x):
+    """Set ``cr_bit`` on the cores and their neighbours above ``fac`` σ; count new bits."""
+    count = 0
+    for k in range(cores_y.size):
         y = cores_y[k]
         x = cores_x[k]
         for dy in range(-1, 2):
@@ -292,7 +221,7 @@ def _mask_cosmic_rays(
 
 @kernel
 def _is_sharp(image, variance, mask, skip_bits, y, x, ratio1, ratio2, min_sigma, min_dn, fac, fac2):
-    """The CR test of :func:`find_sharp_pixels` at (y, x), skipping by mask bits."""
+    """The CR test of :func:`remask_cosmic_rays` at (y, x), skipping by mask bits."""
     v = image[y, x]
     var = variance[y, x]
     if not (var > 0) or v < min_dn or v * v < min_sigma * min_sigma * var:
@@ -324,71 +253,3 @@ def _too_sharp(image, variance, ay, ax, by, bx, ratio, core, fac, fac2):
     pair = 0.5 * (image[ay, ax] + image[by, bx])
     pair_sigma = 0.5 * np.sqrt(variance[ay, ax] + variance[by, bx])
     return pair + fac * pair_sigma < fac2 * ratio * core
-
-
-@kernel
-def find_cosmic_rays(image, variance, skip, psf_sigma, min_sigma, min_dn, fac, fac2):
-    """Pixels too sharp to be the PSF.
-
-    A pixel is a CR when it is ``min_sigma`` σ and ``min_dn`` above the (subtracted)
-    background and, along at least one of the four directions through it, the mean of
-    the two opposite neighbours (plus ``fac`` σ) is below ``fac2`` times what the PSF
-    predicts from the pixel value (minus ``fac`` σ). Tracks are caught by the
-    direction perpendicular to them.
-
-    Parameters
-    ----------
-    image, variance : numpy.ndarray
-        float32 (H, W) background-subtracted image and variance.
-    skip : numpy.ndarray
-        bool (H, W) pixels never flagged nor used as neighbours (SAT, NO_DATA, BAD).
-    psf_sigma : float
-        Gaussian σ of the PSF [px].
-
-    Returns
-    -------
-    numpy.ndarray
-        bool (H, W) cosmic-ray pixels (grown by one pixel into significant neighbours).
-    """
-    ratio1 = np.exp(-0.5 / (psf_sigma * psf_sigma))
-    ratio2 = np.exp(-1.0 / (psf_sigma * psf_sigma))
-    return find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2)
-
-
-@kernel
-def find_sharp_pixels(image, variance, skip, ratio1, ratio2, min_sigma, min_dn, fac, fac2):
-    """:func:`find_cosmic_rays` with the PSF given by its neighbour/centre ratios.
-
-    ``ratio1`` is the PSF value one pixel from the centre along a row or column and
-    ``ratio2`` one pixel along a diagonal, both relative to the central pixel.
-    """
-    height, width = image.shape
-    cr = np.zeros((height, width), np.bool_)
-    for y in range(1, height - 1):
-        for x in range(1, width - 1):
-            if skip[y, x]:
-                continue
-            v = image[y, x]
-            var = variance[y, x]
-            if not (var > 0) or v < min_dn or v * v < min_sigma * min_sigma * var:
-                continue
-            core = v - fac * np.sqrt(var)
-            for d in range(4):
-                ay, ax, by, bx, ratio = _direction(d, y, x, ratio1, ratio2)
-                if skip[ay, ax] or skip[by, bx]:
-                    continue
-                if _too_sharp(image, variance, ay, ax, by, bx, ratio, core, fac, fac2):
-                    cr[y, x] = True
-                    break
-    grown = cr.copy()
-    for y in range(1, height - 1):
-        for x in range(1, width - 1):
-            if not cr[y, x]:
-                continue
-            for dy in range(-1, 2):
-                for dx in range(-1, 2):
-                    yy = y + dy
-                    xx = x + dx
-                    if not skip[yy, xx] and image[yy, xx] > fac * np.sqrt(variance[yy, xx]):
-                        grown[yy, xx] = True
-    return grown

@@ -7,25 +7,36 @@ spans, and only the final footprint labels are painted into a full-size image.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.components import (
-    append_runs,
-    kept_label_spans,
-    mask_spans,
-    paint_mask,
-    reserve,
-    row_flags,
-)
+from promptcal.kernels.components import Spans, append_runs, reserve, row_flags
 
 
-@kernel
-def threshold_spans(smoothed, smoothed_var, threshold, polarity):
+class ThresholdSpans(NamedTuple):
+    """What :func:`threshold_spans` returns.
+
+    Attributes
+    ----------
+    row_start, x0, x1 : numpy.ndarray
+        int64 span set (see :mod:`.components`).
+    peak : numpy.ndarray
+        float64 per span: maximum of polarity × smoothed / √var [σ].
+    """
+
+    row_start: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+    peak: np.ndarray
+
+
+def threshold_spans(smoothed, smoothed_var, threshold, polarity) -> ThresholdSpans:
     """Spans of the pixels above threshold, with each span's peak significance.
 
     A pixel is above threshold when its smoothed value exceeds ``threshold`` ×
-    √(smoothed variance), as in :func:`significance_above`.
+    √(smoothed variance) (a non-positive variance is never above).
 
     Parameters
     ----------
@@ -38,11 +49,15 @@ def threshold_spans(smoothed, smoothed_var, threshold, polarity):
 
     Returns
     -------
-    row_start, x0, x1 : numpy.ndarray
-        int64 span set (see :mod:`.components`).
-    peak : numpy.ndarray
-        float64 per span: maximum of polarity × smoothed / √var [σ].
+    ThresholdSpans
+        The spans above threshold and their peak significance.
     """
+    return ThresholdSpans(*_threshold_spans(smoothed, smoothed_var, threshold, polarity))
+
+
+@kernel
+def _threshold_spans(smoothed, smoothed_var, threshold, polarity):
+    """The kernel of :func:`threshold_spans` (a plain tuple)."""
     height, width = smoothed.shape
     flags, words = row_flags(width)
     t2 = np.float32(threshold * threshold)
@@ -95,30 +110,7 @@ def component_peaks(component, n, span_peak, x0, x1):
     return peak, size
 
 
-@kernel
-def significance_above(smoothed, smoothed_var, threshold, polarity):
-    """Pixels whose smoothed value exceeds ``threshold`` × √(smoothed variance).
-
-    Parameters
-    ----------
-    smoothed, smoothed_var : numpy.ndarray
-        float32 (H, W) smoothed image and its variance.
-    threshold : float
-        Threshold [σ].
-    polarity : int
-        +1 for positive sources, -1 for negative ones.
-
-    Returns
-    -------
-    numpy.ndarray
-        bool (H, W).
-    """
-    row_start, x0, x1, _ = threshold_spans(smoothed, smoothed_var, threshold, polarity)
-    return paint_mask(row_start, x0, x1, smoothed.shape[1])
-
-
-@kernel
-def grow_spans(row_start, x0, x1, radius, width):
+def grow_spans(row_start, x0, x1, radius, width) -> Spans:
     """Grow a span set isotropically by ``radius`` pixels.
 
     A pixel is added when its centre lies within ``radius`` of a pixel of the set:
@@ -137,9 +129,15 @@ def grow_spans(row_start, x0, x1, radius, width):
 
     Returns
     -------
-    row_start, x0, x1 : numpy.ndarray
-        int64 span set of maximal runs.
+    Spans
+        The grown span set.
     """
+    return Spans(*_grow_spans(row_start, x0, x1, radius, width))
+
+
+@kernel
+def _grow_spans(row_start, x0, x1, radius, width):
+    """The kernel of :func:`grow_spans` (a plain tuple)."""
     height = row_start.size - 1
     if radius <= 0:
         return row_start.copy(), x0.copy(), x1.copy()
@@ -211,31 +209,6 @@ def grow_spans(row_start, x0, x1, radius, width):
 
 
 @kernel
-def grow_mask(labels, keep, radius):
-    """Grow the pixels of kept labels isotropically by ``radius`` pixels.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        int32 (H, W), 0 for background, ``i + 1`` for component ``i``.
-    keep : numpy.ndarray
-        bool (n_labels,) which components to keep.
-    radius : int
-        Growth radius [px]; a pixel is added when its centre lies within
-        ``radius`` of a kept pixel's centre.
-
-    Returns
-    -------
-    numpy.ndarray
-        bool (H, W) grown mask of kept components.
-    """
-    width = labels.shape[1]
-    row_start, x0, x1 = kept_label_spans(labels, keep)
-    grown_start, grown_x0, grown_x1 = grow_spans(row_start, x0, x1, radius, width)
-    return paint_mask(grown_start, grown_x0, grown_x1, width)
-
-
-@kernel
 def _is_local_max(smoothed, y, x, polarity, value):
     """Whether no 8-neighbour beats ``value``; ties go to the earlier pixel in raster order."""
     for dx in (-1, 0, 1):
@@ -264,10 +237,27 @@ def _peak_at(smoothed, smoothed_var, y, x, polarity, min_significance):
     return not sig < min_significance, sig, value
 
 
-@kernel
+class Peaks(NamedTuple):
+    """What :func:`find_peaks_in_spans` returns.
+
+    Attributes
+    ----------
+    label, x, y : numpy.ndarray
+        int64 arrays: footprint label and array coordinates of each peak.
+    significance, value : numpy.ndarray
+        float64 arrays: peak significance [σ] and smoothed value (polarity applied).
+    """
+
+    label: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    significance: np.ndarray
+    value: np.ndarray
+
+
 def find_peaks_in_spans(
     labels, row_start, x0, x1, smoothed, smoothed_var, polarity, min_significance
-):
+) -> Peaks:
     """Local maxima (8-neighbour) of polarity × smoothed among the pixels of a span set.
 
     Pixels on the outermost rows and columns, outside ``labels`` or without positive
@@ -275,11 +265,20 @@ def find_peaks_in_spans(
 
     Returns
     -------
-    label, x, y : numpy.ndarray
-        int64 arrays: footprint label and array coordinates of each peak.
-    significance, value : numpy.ndarray
-        float64 arrays: peak significance [σ] and smoothed value (polarity applied).
+    Peaks
+        The peaks, in raster order.
     """
+    out = _find_peaks_in_spans(
+        labels, row_start, x0, x1, smoothed, smoothed_var, polarity, min_significance
+    )
+    return Peaks(*out)
+
+
+@kernel
+def _find_peaks_in_spans(
+    labels, row_start, x0, x1, smoothed, smoothed_var, polarity, min_significance
+):
+    """The kernel of :func:`find_peaks_in_spans` (a plain tuple)."""
     height, width = labels.shape
     # Sized for every candidate pixel, so the scan never reallocates.
     n_max = 0
@@ -315,32 +314,35 @@ def find_peaks_in_spans(
     )
 
 
-@kernel
-def find_peaks(labels, core, smoothed, smoothed_var, polarity, min_significance):
-    """Local maxima (8-neighbour) of polarity × smoothed inside ``core`` pixels.
+class LabelSpans(NamedTuple):
+    """What :func:`label_spans` returns.
 
-    Returns
-    -------
-    label, x, y : numpy.ndarray
-        int64 arrays: footprint label and array coordinates of each peak.
-    significance, value : numpy.ndarray
-        float64 arrays: peak significance [σ] and smoothed value (polarity applied).
+    Attributes
+    ----------
+    label, y, x0, x1 : numpy.ndarray
+        int64 arrays; each span covers array columns ``x0..x1`` inclusive of row ``y``.
     """
-    row_start, x0, x1 = mask_spans(core)
-    return find_peaks_in_spans(
-        labels, row_start, x0, x1, smoothed, smoothed_var, polarity, min_significance
-    )
+
+    label: np.ndarray
+    y: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
 
 
-@kernel
-def label_spans(labels):
+def label_spans(labels) -> LabelSpans:
     """Run-length spans of every labelled region.
 
     Returns
     -------
-    label, y, x0, x1 : numpy.ndarray
-        int64 arrays; each span covers array columns ``x0..x1`` inclusive of row ``y``.
+    LabelSpans
+        The spans of every label, in raster order.
     """
+    return LabelSpans(*_label_spans(labels))
+
+
+@kernel
+def _label_spans(labels):
+    """The kernel of :func:`label_spans` (a plain tuple)."""
     height, width = labels.shape
     count = 0
     for y in range(height):
@@ -371,10 +373,3 @@ def label_spans(labels):
         if previous != 0:
             out_x1[n - 1] = width - 1
     return out_label, out_y, out_x0, out_x1
-
-
-@kernel
-def kept_pixels(labels, keep):
-    """Pixels of components whose ``keep`` flag is set (labels are 1-based)."""
-    row_start, x0, x1 = kept_label_spans(labels, keep)
-    return paint_mask(row_start, x0, x1, labels.shape[1])

@@ -1,17 +1,19 @@
 """Per-source flux and pixel-flag kernels (aperture, Gaussian, PSF, mask bits).
 
-Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`):
-the public kernels take a full noise plane, the ``*_one`` and ``boxed_*`` kernels the
-per-box noise and its table. The hot loops spell the pixel test out because a call
+Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`),
+given as a noise array and its table (a full plane through
+:func:`~promptcal.kernels.noise.plane_table`). The hot loops spell the pixel test out because a call
 of a compiled function with array arguments costs ~15 ns (reference counting).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.noise import flat, noise_at, plane_table
+from promptcal.kernels.noise import noise_at
 
 # Beyond this quadratic form q the weight exp(-q/2) < 1e-304 is evaluated directly,
 # so the row recurrence of :func:`weight_step` never steps through underflowed values.
@@ -107,10 +109,17 @@ def aperture_fluxes_one(
 ):  # fmt: skip
     """Naive aperture sums of one source into ``flux``, ``err``, ``truncated`` (n_radii,).
 
-    Chords first, then all pixels of the widest chords in one loop of independent
-    loads, then each disc's sum over its own chords in increasing y and x: per radius
-    the same additions in the same order as a pixel-by-pixel test, so the sums are
-    those of the disc test exactly.
+    LSST's naive apertures: sums of the pixels whose centres lie within each radius
+    of (xc, yc) [px, array coordinates], and √Σvariance, in the image unit;
+    ``truncated``: the aperture extends off the image. ``limits``, ``rank``:
+    :func:`distinct_radii`; ``buf``, ``rows``: :func:`aperture_buffers`.
+
+    Each row is read once over the chord of the largest disc, whose ends come from
+    the exact disc test rather than from testing every pixel of the box. Chords
+    first, then all pixels of the widest chords in one loop of independent loads,
+    then each disc's sum over its own chords in increasing y and x: per radius the
+    same additions in the same order as a pixel-by-pixel test, so the sums are those
+    of the disc test exactly.
     """
     height, width = image.shape
     n_u = limits.size
@@ -157,49 +166,14 @@ def aperture_fluxes_one(
 
 
 @kernel
-def naive_aperture_fluxes(image, variance, noise, labels, own, xc, yc, radii):
-    """Sums of pixels whose centres lie within each radius (LSST's naive apertures).
-
-    Each row is read once over the chord of the largest disc, whose ends come from
-    the exact disc test rather than from testing every pixel of the box.
-
-    Parameters
-    ----------
-    image, variance, noise : numpy.ndarray
-        float32 (H, W) image, variance, noise replacement.
-    labels : numpy.ndarray
-        int32 (H, W) footprint labels; ``own[i]`` is source i's label.
-    xc, yc : numpy.ndarray
-        float64 aperture centres [px, array coordinates].
-    radii : numpy.ndarray
-        float64 aperture radii [px].
+def gaussian_flux_one(image, variance, noise, table, labels, own, xc, yc, wxx, wyy, wxy):
+    """Flux of an elliptical Gaussian of covariance (wxx, wyy, wxy) [px²] fitted at (xc, yc).
 
     Returns
     -------
-    flux, flux_err : numpy.ndarray
-        float64 (n, n_radii) [image unit].
-    truncated : numpy.ndarray
-        bool (n, n_radii): the aperture extends off the image.
+    flux, flux_err : float
+        [image unit]; NaN when the covariance is not positive definite.
     """
-    n = xc.size
-    values = flat(noise)
-    table = plane_table(noise)
-    flux = np.zeros((n, radii.size))
-    err = np.zeros((n, radii.size))
-    truncated = np.zeros((n, radii.size), np.bool_)
-    limits, rank = distinct_radii(radii)
-    buf, rows = aperture_buffers(radii, limits.size)
-    for i in range(n):
-        aperture_fluxes_one(
-            image, variance, values, table, labels, own[i], xc[i], yc[i], radii.max(), limits,
-            rank, buf, rows, flux[i], err[i], truncated[i],
-        )  # fmt: skip
-    return flux, err, truncated
-
-
-@kernel
-def gaussian_flux_one(image, variance, noise, table, labels, own, xc, yc, wxx, wyy, wxy):
-    """Gaussian flux and error of one source; see :func:`gaussian_fluxes`."""
     height, width = image.shape
     det = wxx * wyy - wxy * wxy
     if not (det > 0):
@@ -234,29 +208,49 @@ def gaussian_flux_one(image, variance, noise, table, labels, own, xc, yc, wxx, w
     return swi * norm, np.sqrt(swwv) * norm
 
 
-@kernel
-def gaussian_fluxes(image, variance, noise, labels, own, xc, yc, wxx, wyy, wxy):
-    """Flux of an elliptical Gaussian with the given moments, fitted at fixed centre.
+class PsfFluxes(NamedTuple):
+    """What :func:`boxed_psf_fluxes` returns.
+
+    Attributes
+    ----------
+    flux, flux_err : numpy.ndarray
+        float64 [image unit].
+    truncated : numpy.ndarray
+        bool: part of the stamp fell off the image.
+    """
+
+    flux: np.ndarray
+    flux_err: np.ndarray
+    truncated: np.ndarray
+
+
+def boxed_psf_fluxes(
+    image, variance, noise, table, labels, own, stamps, stamp_x0, stamp_y0
+) -> PsfFluxes:
+    """Least-squares amplitude of each source's PSF stamp (unweighted, as LSST's PsfFlux).
+
+    Parameters
+    ----------
+    noise, table : numpy.ndarray
+        Replacement noise and its table (:mod:`promptcal.kernels.noise`).
+    stamps : numpy.ndarray
+        float64 (n, S, S) PSF images normalised to unit sum, already shifted to
+        each source's centroid.
+    stamp_x0, stamp_y0 : numpy.ndarray
+        int64 array position of each stamp's pixel [0, 0].
 
     Returns
     -------
-    flux, flux_err : numpy.ndarray
-        float64 [image unit]; NaN where the shape is invalid.
+    PsfFluxes
+        One entry per source.
     """
-    n = xc.size
-    values = flat(noise)
-    table = plane_table(noise)
-    out = np.empty((2, n))
-    for i in range(n):
-        out[0, i], out[1, i] = gaussian_flux_one(
-            image, variance, values, table, labels, own[i], xc[i], yc[i], wxx[i], wyy[i], wxy[i]
-        )
-    return out[0], out[1]
+    out = _boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, stamp_x0, stamp_y0)
+    return PsfFluxes(*out)
 
 
 @kernel
-def boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, stamp_x0, stamp_y0):
-    """:func:`psf_fluxes` with boxed noise (``noise``, ``table``)."""
+def _boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, stamp_x0, stamp_y0):
+    """The kernel of :func:`boxed_psf_fluxes` (a plain tuple)."""
     n = stamps.shape[0]
     size = stamps.shape[1]
     height, width = image.shape
@@ -287,30 +281,6 @@ def boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, stamp_x
             flux[i] = spi / spp
             err[i] = np.sqrt(sppv) / spp
     return flux, err, truncated
-
-
-@kernel
-def psf_fluxes(image, variance, noise, labels, own, stamps, stamp_x0, stamp_y0):
-    """Least-squares amplitude of each source's PSF stamp (unweighted, as LSST's PsfFlux).
-
-    Parameters
-    ----------
-    stamps : numpy.ndarray
-        float64 (n, S, S) PSF images normalised to unit sum, already shifted to
-        each source's centroid.
-    stamp_x0, stamp_y0 : numpy.ndarray
-        int64 array position of each stamp's pixel [0, 0].
-
-    Returns
-    -------
-    flux, flux_err : numpy.ndarray
-        float64 [image unit].
-    truncated : numpy.ndarray
-        bool: part of the stamp fell off the image.
-    """
-    return boxed_psf_fluxes(
-        image, variance, flat(noise), plane_table(noise), labels, own, stamps, stamp_x0, stamp_y0
-    )
 
 
 @kernel

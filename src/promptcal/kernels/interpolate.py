@@ -132,31 +132,13 @@ def _interpolate_listed(image, flags, bits, without, ys, xs, max_distance):
 
 
 @kernel
-def interpolate_pixels(image, bad, max_distance):
-    """Replace ``bad`` pixels by linear interpolation between the nearest good pixels.
+def interpolate_flagged(image, mask, bits, without, mark, max_distance):
+    """Interpolate the pixels with ``bits`` and without ``without`` in the mask.
 
-    Along each row and each column, a run of bad pixels no longer than
+    Along each row and each column, a run of such pixels no longer than
     ``2 × max_distance`` is bridged linearly between the good pixels on either side;
     where both directions bridge a pixel the two estimates are averaged. Pixels in
     longer runs, or at an edge in both directions, are left unchanged.
-
-    Returns
-    -------
-    numpy.ndarray
-        bool (H, W): bad pixels that could not be interpolated.
-    """
-    flags = bad.view(np.uint8)
-    ys, xs = flagged_pixels(flags, 1, 0)
-    failed_listed = _interpolate_listed(image, flags, 1, 0, ys, xs, max_distance)
-    failed = np.zeros(bad.shape, np.bool_)
-    for k in range(ys.size):
-        failed[ys[k], xs[k]] = failed_listed[k]
-    return failed
-
-
-@kernel
-def interpolate_flagged(image, mask, bits, without, mark, max_distance):
-    """:func:`interpolate_pixels` of the pixels with ``bits`` and without ``without``.
 
     Works from the mask directly (no full-size boolean images): one pass finds the
     pixels, then only they and their rows and columns are touched. Afterwards every

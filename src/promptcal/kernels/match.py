@@ -55,20 +55,3 @@ def vote_offsets(src_x, src_y, ref_x, ref_y, cos_t, sin_t, max_offset, bin_size)
                 if bx < nb and by < nb:
                     hist[k, by, bx] += 1
     return hist
-
-
-def vote_offsets_numpy(src_x, src_y, ref_x, ref_y, cos_t, sin_t, max_offset, bin_size):
-    """Plain-NumPy oracle of :func:`vote_offsets` (same arguments and result)."""
-    nb = int(np.ceil(2.0 * max_offset / bin_size))
-    hist = np.zeros((len(cos_t), nb, nb), np.int64)
-    for k, (c, s) in enumerate(zip(cos_t, sin_t, strict=True)):
-        rx = c * src_x - s * src_y
-        ry = s * src_x + c * src_y
-        dx = (ref_x[None, :] - rx[:, None] + max_offset).ravel()
-        dy = (ref_y[None, :] - ry[:, None] + max_offset).ravel()
-        ok = (dx >= 0) & (dy >= 0)
-        bx = (dx[ok] / bin_size).astype(np.int64)
-        by = (dy[ok] / bin_size).astype(np.int64)
-        ok = (bx < nb) & (by < nb)
-        np.add.at(hist[k], (by[ok], bx[ok]), 1)
-    return hist

@@ -1,52 +1,34 @@
 """Adaptive moments, and all per-source measurements at once (:func:`measure_core`).
 
 Pixels of other footprints read as replacement noise (:mod:`promptcal.kernels.noise`):
-the public kernels take a full noise plane, :func:`measure_core` the per-box noise
-and its table. The hot loops spell the pixel test out instead of calling a helper: a
+:func:`adaptive_moments` takes a full noise plane, :func:`measure_core` the per-box
+noise and its table. The hot loops spell the pixel test out instead of calling a helper: a
 call of a compiled function with array arguments is not inlined and costs ~15 ns of
 reference counting, several times the pixel's own work; helpers are called per
 source, per iteration, or on the rare path of a neighbour's pixel.
 
 The elliptical weight is advanced along each row by the ratio of neighbouring values
 (:func:`promptcal.kernels.fluxes.weight_step`), equal to the direct ``exp`` to ~1e-13
-relative. The centroid and flux kernels live in :mod:`promptcal.kernels.centroid`
-and :mod:`promptcal.kernels.fluxes`; their names are re-exported here.
+relative. The per-source centroid and flux kernels live in
+:mod:`promptcal.kernels.centroid` and :mod:`promptcal.kernels.fluxes`.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from promptcal.kernels._jit import kernel
-from promptcal.kernels.centroid import (  # noqa: F401 (central_hole, CENTROID_*, weighted_centroids: former home)
-    CENTROID_EDGE,
-    CENTROID_FAILED,
-    CENTROID_NO_CONVERGENCE,
-    CENTROID_NOT_AT_MAXIMUM,
-    central_hole,
-    centroid_buffer,
-    centroid_one,
-    weighted_centroids,
-)
-from promptcal.kernels.fluxes import (  # noqa: F401 (gaussian_fluxes … psf_fluxes: former home)
+from promptcal.kernels.centroid import centroid_buffer, centroid_one
+from promptcal.kernels.fluxes import (
     aperture_buffers,
     aperture_fluxes_one,
     distinct_radii,
     gaussian_flux_one,
-    gaussian_fluxes,
-    mask_or,
-    naive_aperture_fluxes,
-    psf_fluxes,
     weight_step,
 )
-from promptcal.kernels.noise import (  # noqa: F401 (footprint_noise, pixel, replacement_noise: former home)
-    flat,
-    footprint_noise,
-    noise_at,
-    pixel,
-    plane_table,
-    replacement_noise,
-)
+from promptcal.kernels.noise import flat, noise_at, plane_table
 
 # Bits of the shape flag word.
 SHAPE_FAILED = 1
@@ -176,8 +158,24 @@ def _moments_one(image, noise, table, labels, own, xc, yc, sigma0, max_iter, tol
     return wxx, wyy, wxy, flags
 
 
-@kernel
-def adaptive_moments(image, noise, labels, own, xc, yc, sigma0, max_iter, tolerance):
+class Moments(NamedTuple):
+    """What :func:`adaptive_moments` returns.
+
+    Attributes
+    ----------
+    ixx, iyy, ixy : numpy.ndarray
+        float64 moments of the matched weight [px²] (the object's moments for a Gaussian).
+    flags : numpy.ndarray
+        int32 SHAPE_* bits.
+    """
+
+    ixx: np.ndarray
+    iyy: np.ndarray
+    ixy: np.ndarray
+    flags: np.ndarray
+
+
+def adaptive_moments(image, noise, labels, own, xc, yc, sigma0, max_iter, tolerance) -> Moments:
     """Adaptive second moments (elliptical Gaussian weight matched to the source).
 
     Parameters
@@ -193,11 +191,16 @@ def adaptive_moments(image, noise, labels, own, xc, yc, sigma0, max_iter, tolera
 
     Returns
     -------
-    ixx, iyy, ixy : numpy.ndarray
-        float64 moments of the matched weight [px²] (the object's moments for a Gaussian).
-    flags : numpy.ndarray
-        int32 SHAPE_* bits.
+    Moments
+        One entry per source.
     """
+    out = _adaptive_moments(image, noise, labels, own, xc, yc, sigma0, max_iter, tolerance)
+    return Moments(*out)
+
+
+@kernel
+def _adaptive_moments(image, noise, labels, own, xc, yc, sigma0, max_iter, tolerance):
+    """The kernel of :func:`adaptive_moments` (a plain tuple)."""
     n = xc.size
     values = flat(noise)
     table = plane_table(noise)
@@ -211,28 +214,11 @@ def adaptive_moments(image, noise, labels, own, xc, yc, sigma0, max_iter, tolera
     return out[0], out[1], out[2], flags
 
 
-@kernel
-def measure_core(
-    image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-    centroid_iter, shape_iter, shape_tolerance,
-):  # fmt: skip
-    """Centroid, adaptive moments, aperture and Gaussian fluxes, one source at a time.
+class CoreMeasurements(NamedTuple):
+    """What :func:`measure_core` returns.
 
-    Equivalent to :func:`weighted_centroids`, then :func:`adaptive_moments` (weight
-    σ0 = ``sigma``), :func:`~promptcal.kernels.fluxes.naive_aperture_fluxes` and
-    :func:`~promptcal.kernels.fluxes.gaussian_fluxes` at the centroids, but each
-    source's pixels are fetched from memory once instead of once per measurement.
-
-    Parameters
+    Attributes
     ----------
-    noise, table : numpy.ndarray
-        Boxed replacement noise and its table
-        (:func:`~promptcal.kernels.noise.footprint_noise_boxes`).
-    radii : numpy.ndarray
-        float64 aperture radii [px].
-
-    Returns
-    -------
     centroid : numpy.ndarray
         float64 (4, n): x, y, x_err, y_err [px, array coordinates].
     centroid_flags : numpy.ndarray
@@ -244,10 +230,60 @@ def measure_core(
     ap_flux, ap_err : numpy.ndarray
         float64 (n, n_radii) [image unit].
     ap_truncated : numpy.ndarray
-        bool (n, n_radii).
+        bool (n, n_radii): the aperture extends off the image.
     gaussian : numpy.ndarray
-        float64 (2, n): flux and error [image unit].
+        float64 (2, n): Gaussian flux and its error [image unit].
     """
+
+    centroid: np.ndarray
+    centroid_flags: np.ndarray
+    shape: np.ndarray
+    shape_flags: np.ndarray
+    ap_flux: np.ndarray
+    ap_err: np.ndarray
+    ap_truncated: np.ndarray
+    gaussian: np.ndarray
+
+
+def measure_core(
+    image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
+    centroid_iter, shape_iter, shape_tolerance,
+) -> CoreMeasurements:  # fmt: skip
+    """Centroid, adaptive moments, aperture and Gaussian fluxes, one source at a time.
+
+    Per source: :func:`~promptcal.kernels.centroid.centroid_one` from the peak, then
+    adaptive moments (as :func:`adaptive_moments`, weight σ0 = ``sigma``), naive
+    apertures (:func:`~promptcal.kernels.fluxes.aperture_fluxes_one`) and the
+    Gaussian flux (:func:`~promptcal.kernels.fluxes.gaussian_flux_one`) at the
+    centroid; each source's pixels are fetched from memory once instead of once per
+    measurement.
+
+    Parameters
+    ----------
+    noise, table : numpy.ndarray
+        Boxed replacement noise and its table
+        (:func:`~promptcal.kernels.noise.footprint_noise_boxes`).
+    radii : numpy.ndarray
+        float64 aperture radii [px].
+
+    Returns
+    -------
+    CoreMeasurements
+        One column (or row) per source.
+    """
+    out = _measure_core(
+        image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
+        centroid_iter, shape_iter, shape_tolerance,
+    )  # fmt: skip
+    return CoreMeasurements(*out)
+
+
+@kernel
+def _measure_core(
+    image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
+    centroid_iter, shape_iter, shape_tolerance,
+):  # fmt: skip
+    """The kernel of :func:`measure_core` (returns a plain tuple)."""
     n = x_start.size
     centroid = np.empty((4, n))
     cflags = np.zeros(n, np.int32)

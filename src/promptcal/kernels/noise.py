@@ -26,19 +26,6 @@ _BLOCK = 4096
 
 
 @kernel
-def replacement_noise(labels, sigma, seed):
-    """Gaussian noise (σ [image unit]) on footprint pixels, zero elsewhere, seeded."""
-    np.random.seed(seed)  # noqa: NPY002 (Numba supports only the legacy API)
-    height, width = labels.shape
-    out = np.zeros((height, width), np.float32)
-    for y in range(height):
-        for x in range(width):
-            if labels[y, x] != 0:
-                out[y, x] = np.random.normal() * sigma  # noqa: NPY002
-    return out
-
-
-@kernel
 def _mt_seed(seed):
     """MT19937 key of an integer seed (NumPy's legacy ``RandomState(seed)``)."""
     key = np.empty(_MT_N, np.uint32)
@@ -123,9 +110,9 @@ def _standard_normals(key, state, out):
 def footprint_noise_boxes(labels, bbox, sigma, seed):
     """Replacement noise of every footprint, stored per footprint box.
 
-    The values are those :func:`replacement_noise` would draw, footprint by
-    footprint and in raster order within each box; box pixels of other labels
-    hold 0.
+    The values are the standard normals of ``RandomState(seed)`` times σ, drawn
+    footprint by footprint and in raster order within each box, one per footprint
+    pixel; box pixels of other labels hold 0.
 
     Parameters
     ----------
@@ -177,36 +164,6 @@ def footprint_noise_boxes(labels, bbox, sigma, seed):
 
 
 @kernel
-def noise_plane(values, table, labels):
-    """The (H, W) float32 plane of boxed noise: footprint pixels in their box, else 0."""
-    out = np.zeros(labels.shape, np.float32)
-    for lab in range(1, table.shape[0]):
-        k = table[lab, 0]
-        for y in range(table[lab, 2], table[lab, 2] + table[lab, 4]):
-            for x in range(table[lab, 1], table[lab, 1] + table[lab, 3]):
-                if labels[y, x] == lab:
-                    out[y, x] = values[k]
-                k += 1
-    return out
-
-
-@kernel
-def footprint_noise(labels, bbox, sigma, seed):
-    """Like :func:`replacement_noise` but touching only the footprints' boxes.
-
-    The values are those :func:`replacement_noise` would draw, footprint by
-    footprint and in raster order within each box.
-
-    Parameters
-    ----------
-    bbox : numpy.ndarray
-        int64 (n, 4) inclusive array boxes ``x_min, y_min, x_max, y_max`` of labels 1..n.
-    """
-    values, table = footprint_noise_boxes(labels, bbox, sigma, seed)
-    return noise_plane(values, table, labels)
-
-
-@kernel
 def plane_table(noise):
     """The one-row noise table that reads a full (H, W) noise plane."""
     table = np.zeros((1, 5), np.int64)
@@ -232,15 +189,6 @@ def noise_at(values, table, lab, y, x):
     if dx < 0 or dy < 0 or dx >= table[row, 3] or dy >= table[row, 4]:
         return 0.0
     return values[table[row, 0] + dy * table[row, 3] + dx]
-
-
-@kernel
-def pixel(image, noise, labels, own, y, x):
-    """Value at (y, x) as seen by the source of footprint label ``own`` (full noise plane)."""
-    lab = labels[y, x]
-    if lab == 0 or lab == own:
-        return image[y, x]
-    return noise[y, x]
 
 
 @kernel

@@ -81,7 +81,15 @@ def workspace(size, dtype_like):
 
 @kernel
 def order_statistics_into(buf, n, ranks, out, slots, counts, work):
-    """:func:`order_statistics` with caller-provided output and :func:`workspace`."""
+    """Exact order statistics ``sorted(buf[:n])[ranks]`` into ``out``, without sorting.
+
+    A 1024-slot histogram over mean ± 5σ of a subsample locates the slot of every
+    requested rank; only the values of those few slots are gathered and selected.
+    The slot index is monotone in the value, so the result is exact for any data
+    (outliers only make the gathered slots larger). ``ranks`` must be ascending.
+    ``buf[:n]`` is reordered only when ``n < 256`` or the subsample has no spread.
+    ``slots``, ``counts``, ``work``: a :func:`workspace`.
+    """
     # The decision to fall back to an in-place selection (which reorders ``buf``, and
     # with it the clipped sums of a caller) is the one made with every (n // 2048)-th
     # value; the histogram is placed with a coarser subset of those values, and the
@@ -145,24 +153,11 @@ def order_statistics_into(buf, n, ranks, out, slots, counts, work):
 
 
 @kernel
-def order_statistics(buf, n, ranks):
-    """Exact order statistics ``sorted(buf[:n])[ranks]`` without sorting.
-
-    A 1024-slot histogram over mean ± 5σ of a subsample locates the slot of every
-    requested rank; only the values of those few slots are gathered and selected.
-    The slot index is monotone in the value, so the result is exact for any data
-    (outliers only make the gathered slots larger). ``ranks`` must be ascending.
-    ``buf[:n]`` is reordered only when ``n < 256`` or the subsample has no spread.
-    """
-    out = np.empty(ranks.size)
-    slots, counts, work = workspace(n, buf)
-    order_statistics_into(buf, n, ranks, out, slots, counts, work)
-    return out
-
-
-@kernel
 def quartiles_into(buf, n, slots, counts, work):
-    """:func:`quartiles` with a caller-provided :func:`workspace`."""
+    """``numpy.quantile(buf[:n], [0.25, 0.5, 0.75])`` (linear interpolation).
+
+    ``buf`` may be reordered; ``slots``, ``counts``, ``work``: a :func:`workspace`.
+    """
     ranks = np.empty(6, np.int64)
     fracs = np.empty(3)
     for m in range(3):
@@ -178,13 +173,3 @@ def quartiles_into(buf, n, slots, counts, work):
         lower = stats[2 * m]
         out[m] = lower + fracs[m] * (stats[2 * m + 1] - lower)
     return out
-
-
-@kernel
-def quartiles(buf, n):
-    """``numpy.quantile(buf[:n], [0.25, 0.5, 0.75])`` (linear interpolation).
-
-    ``buf`` may be reordered.
-    """
-    slots, counts, work = workspace(n, buf)
-    return quartiles_into(buf, n, slots, counts, work)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from promptcal.kernels._jit import kernel
@@ -81,8 +83,25 @@ def shift_stamp(stamp, dx, dy, order):
     return out
 
 
-@kernel
-def registered_stamps(image, variance, noise_values, noise_table, labels, own, xc, yc, size, order):
+class RegisteredStamps(NamedTuple):
+    """What :func:`registered_stamps` returns.
+
+    Attributes
+    ----------
+    stamps, variances : numpy.ndarray
+        float64 (n, size, size).
+    off_image : numpy.ndarray
+        bool (n,).
+    """
+
+    stamps: np.ndarray
+    variances: np.ndarray
+    off_image: np.ndarray
+
+
+def registered_stamps(
+    image, variance, noise_values, noise_table, labels, own, xc, yc, size, order
+) -> RegisteredStamps:
     """Cut-outs centred exactly on each (xc, yc), resampled with Lanczos.
 
     Pixels of other footprints read as their replacement noise, given compactly as
@@ -92,11 +111,20 @@ def registered_stamps(image, variance, noise_values, noise_table, labels, own, x
 
     Returns
     -------
-    stamps, variances : numpy.ndarray
-        float64 (n, size, size).
-    off_image : numpy.ndarray
-        bool (n,).
+    RegisteredStamps
+        One entry per source.
     """
+    out = _registered_stamps(
+        image, variance, noise_values, noise_table, labels, own, xc, yc, size, order
+    )
+    return RegisteredStamps(*out)
+
+
+@kernel
+def _registered_stamps(
+    image, variance, noise_values, noise_table, labels, own, xc, yc, size, order
+):
+    """The kernel of :func:`registered_stamps` (a plain tuple)."""
     n = xc.size
     half = size // 2
     height, width = image.shape

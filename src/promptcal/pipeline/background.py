@@ -123,19 +123,13 @@ def _numba_bins(image, mask, mask_bits, config):
     # statistics are still built from thousands of pixels, at a fraction of the cost.
     y_sub = -(-y_edges // stride)
     x_sub = -(-x_edges // stride)
-    values, _, n_valid = binned_clipped_mean_strided(
-        image,
-        mask,
-        int(mask_bits),
-        y_sub,
-        x_sub,
-        stride,
-        config.n_sigma_clip,
-        config.n_iter_clip,
+    stats = binned_clipped_mean_strided(
+        image, mask, int(mask_bits), y_sub, x_sub, stride, config.n_sigma_clip, config.n_iter_clip
     )
     area = np.diff(y_sub)[:, None] * np.diff(x_sub)[None, :]
-    valid = (n_valid >= np.maximum(1, config.min_valid_fraction * area)) & np.isfinite(values)
-    values = fill_invalid_bins(values, valid)
+    valid = stats.n_valid >= np.maximum(1, config.min_valid_fraction * area)
+    valid &= np.isfinite(stats.values)
+    values = fill_invalid_bins(stats.values, valid)
     return (
         values,
         0.5 * (x_edges[:-1] + x_edges[1:]) - 0.5,

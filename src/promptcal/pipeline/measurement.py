@@ -15,6 +15,11 @@ from promptcal.core.footprints import Footprints
 from promptcal.kernels import fluxes as fk
 from promptcal.kernels import measure as mk
 from promptcal.kernels import noise as nk
+from promptcal.kernels.centroid import (
+    CENTROID_EDGE,
+    CENTROID_NO_CONVERGENCE,
+    CENTROID_NOT_AT_MAXIMUM,
+)
 
 PIXEL_FLAG_PLANES = {
     "edge": "EDGE",
@@ -161,17 +166,17 @@ def measure_sources(
     r_in = config.tophat_radius
     r_out = r_in * config.tophat_outer_factor
     radii = np.array([config.aperture_radius, r_in, r_out], np.float64)
-    centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, gaussian = mk.measure_core(
+    core = mk.measure_core(
         image, variance, noise, table, labels, own, seeds.x, seeds.y, sigma, radii,
         config.centroid_max_iterations, config.shape_max_iterations, config.shape_tolerance,
     )  # fmt: skip
-    xc, yc, xe, ye = centroid
-    ixx, iyy, ixy = shape
-    g_flux, g_err = gaussian
+    xc, yc, xe, ye = core.centroid
+    ixx, iyy, ixy = core.shape
+    cflags, sflags = core.centroid_flags, core.shape_flags
+    ap_flux, ap_err, ap_trunc = core.ap_flux, core.ap_err, core.ap_truncated
+    g_flux, g_err = core.gaussian
     stamps, sx0, sy0 = psf.stamps(xc + x0, yc + y0, exposure.xy0)
-    p_flux, p_err, p_trunc = fk.boxed_psf_fluxes(
-        image, variance, noise, table, labels, own, stamps, sx0, sy0
-    )
+    psf_fluxes = fk.boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, sx0, sy0)
     bbox = footprints.bbox[seeds.footprint]
     fp_bits, c_bits = fk.mask_or(mask.array, labels, own, bbox, xc, yc)
 
@@ -183,9 +188,9 @@ def measure_sources(
     cat["base_SdssCentroid_xErr"] = xe
     cat["base_SdssCentroid_yErr"] = ye
     cat["base_SdssCentroid_flag"] = cflags != 0
-    cat["base_SdssCentroid_flag_edge"] = (cflags & mk.CENTROID_EDGE) != 0
-    cat["base_SdssCentroid_flag_notAtMaximum"] = (cflags & mk.CENTROID_NOT_AT_MAXIMUM) != 0
-    cat["base_SdssCentroid_flag_noConvergence"] = (cflags & mk.CENTROID_NO_CONVERGENCE) != 0
+    cat["base_SdssCentroid_flag_edge"] = (cflags & CENTROID_EDGE) != 0
+    cat["base_SdssCentroid_flag_notAtMaximum"] = (cflags & CENTROID_NOT_AT_MAXIMUM) != 0
+    cat["base_SdssCentroid_flag_noConvergence"] = (cflags & CENTROID_NO_CONVERGENCE) != 0
     cat["base_Peak_x"] = seeds.x + x0
     cat["base_Peak_y"] = seeds.y + y0
     for suffix, values in (("xx", ixx), ("yy", iyy), ("xy", ixy)):
@@ -200,9 +205,9 @@ def measure_sources(
     _flux_columns(cat, ap_name, ap_flux[:, 0], ap_err[:, 0], ap_trunc[:, 0])
     cat[f"{ap_name}_flag_apertureTruncated"] = ap_trunc[:, 0]
     _flux_columns(cat, "base_GaussianFlux", g_flux, g_err, ~np.isfinite(g_flux))
-    psf_bad = p_trunc | ~np.isfinite(p_flux) | (cflags != 0)
-    _flux_columns(cat, "base_PsfFlux", p_flux, p_err, psf_bad)
-    cat["base_PsfFlux_flag_edge"] = p_trunc
+    psf_bad = psf_fluxes.truncated | ~np.isfinite(psf_fluxes.flux) | (cflags != 0)
+    _flux_columns(cat, "base_PsfFlux", psf_fluxes.flux, psf_fluxes.flux_err, psf_bad)
+    cat["base_PsfFlux_flag_edge"] = psf_fluxes.truncated
     scale = 1.0 / (config.tophat_outer_factor**2 - 1.0)
     tophat = ap_flux[:, 1] - (ap_flux[:, 2] - ap_flux[:, 1]) * scale
     # tophat = A_in − scale × A_annulus, and the two sums are independent.

@@ -13,7 +13,13 @@ from pydantic import Field
 from promptcal.core.config import Config
 from promptcal.core.exposure import Exposure
 from promptcal.core.footprints import Footprints
-from promptcal.kernels.components import paint_labels, select_spans, span_bboxes, span_components
+from promptcal.kernels.components import (
+    Spans,
+    paint_labels,
+    select_spans,
+    span_bboxes,
+    span_components,
+)
 from promptcal.kernels.convolve import gaussian_taps, smooth_image, smooth_image_and_variance
 from promptcal.kernels.detect import (
     component_peaks,
@@ -124,38 +130,36 @@ def smooth_for_detection(
 
 def _footprints_of_polarity(
     smoothed, smoothed_var, polarity: int, config: DetectionConfig, grow_radius: int, xy0
-) -> tuple[Footprints, tuple]:
-    """Footprints of one polarity, and the span set ``(row_start, x0, x1)`` they cover.
+) -> tuple[Footprints, Spans]:
+    """Footprints of one polarity, and the span set they cover.
 
     Everything before the final label image works on spans: the components above
     threshold, their peak significance and size, their growth, and the peak search.
     """
     width = smoothed.shape[1]
-    row_start, x0, x1, span_peak = threshold_spans(
-        smoothed, smoothed_var, config.threshold, polarity
-    )
-    component, n_components = span_components(row_start, x0, x1)
-    peak_sig, sizes = component_peaks(component, n_components, span_peak, x0, x1)
+    above = threshold_spans(smoothed, smoothed_var, config.threshold, polarity)
+    component, n_components = span_components(above.row_start, above.x0, above.x1)
+    peak_sig, sizes = component_peaks(component, n_components, above.peak, above.x0, above.x1)
     keep = peak_sig > config.threshold * config.include_threshold_multiplier
     if config.min_pixels > 1:
         keep &= sizes >= config.min_pixels
-    core = select_spans(row_start, x0, x1, keep[component - 1])
+    core = select_spans(above.row_start, above.x0, above.x1, keep[component - 1])
     grown = grow_spans(*core, grow_radius, width)
     final, n = span_components(*grown)
     final_labels = paint_labels(*grown, final, width)
     bbox = span_bboxes(*grown, final, n, width)
-    p_label, p_x, p_y, p_sig, p_val = find_peaks_in_spans(
+    peaks = find_peaks_in_spans(
         final_labels, *core, smoothed, smoothed_var, polarity, config.threshold
     )
-    order = np.lexsort((-p_val, p_label))
+    order = np.lexsort((-peaks.value, peaks.label))
     footprints = Footprints(
         labels=final_labels,
         bbox=bbox,
-        peak_footprint=(p_label[order] - 1).astype(np.int64),
-        peak_x=p_x[order],
-        peak_y=p_y[order],
-        peak_significance=p_sig[order],
-        peak_value=p_val[order],
+        peak_footprint=(peaks.label[order] - 1).astype(np.int64),
+        peak_x=peaks.x[order],
+        peak_y=peaks.y[order],
+        peak_significance=peaks.significance[order],
+        peak_value=peaks.value[order],
         xy0=(int(xy0[0]), int(xy0[1])),
     )
     return footprints, grown

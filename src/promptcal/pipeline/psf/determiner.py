@@ -160,12 +160,14 @@ def fit_psf(
     yc = np.asarray(cat["slot_Centroid_y"], float)[idx] - y0
     own = (seeds.footprint[idx] + 1).astype(np.int32)
     noise_values, noise_table = boxed_noise(exposure, footprints, seed)
-    stamps, variances, off = registered_stamps(
+    cutouts = registered_stamps(
         exposure.image, exposure.variance, noise_values, noise_table, footprints.labels,
         own, xc, yc, size, 3,
     )  # fmt: skip
+    stamps, variances = cutouts.stamps, cutouts.variances
     flux = np.asarray(cat["slot_ApFlux_instFlux"], float)[idx]
-    usable = ~off & np.isfinite(flux) & (flux > 0) & np.all(np.isfinite(variances), axis=(1, 2))
+    usable = ~cutouts.off_image & np.isfinite(flux) & (flux > 0)
+    usable &= np.all(np.isfinite(variances), axis=(1, 2))
     if usable.sum() < config.min_stars:
         raise NoPsfStarsError(
             f"only {int(usable.sum())} usable PSF stars (need {config.min_stars})",
