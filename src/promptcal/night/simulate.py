@@ -112,6 +112,8 @@ def refcat_rows(truth: Table, band: str, bands: tuple[str, ...], rng, id_offset:
     return table
 
 
+# Long: a linear rendering loop over visits and detectors plus the manifest, half of it
+# docstring; nothing in it is reused elsewhere.
 def simulate_night(config: NightConfig, output: str | os.PathLike[str], *, progress=None) -> Path:
     """Simulate and write a night; returns the path of ``manifest.json``.
 

@@ -119,6 +119,8 @@ def boxed_noise(
     return cache[seed]
 
 
+# Long: one pass over every source in LSST's plugin order, most of it the numpydoc
+# docstring and the column bookkeeping of each plugin; split, the order would scatter.
 def measure_sources(
     exposure: Exposure,
     footprints: Footprints,

@@ -221,6 +221,8 @@ def _downsample(footprints: Footprints, config: DownsampleConfig, n_sky: int, se
     return footprints.subset(keep)
 
 
+# Long: the star phase in LSST's order (detect, sky sources, deblend, measure, correct,
+# select), a third of it the docstring; one place to read the sequence.
 def find_stars(
     exposure: Exposure,
     background: BackgroundList,

@@ -87,6 +87,8 @@ def _check_bands(bands: Mapping[str, tuple[str, str]], band_errors: Mapping[str,
         raise InvalidInputError(f"--band-err given for unknown band(s) {unknown}")
 
 
+# Long: a documented, linear build (read, convert, propagate, shard, write, manifest),
+# half of it the numpydoc docstring of its many parameters.
 def build_refcat(
     catalog_path: str | os.PathLike,
     output_dir: str | os.PathLike,

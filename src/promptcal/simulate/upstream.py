@@ -99,6 +99,8 @@ def _draw_gaussian(shape, xy0, center, cov, flux) -> np.ndarray:
     return np.exp(-0.5 * q) * flux / (2.0 * np.pi * np.sqrt(np.linalg.det(cov)))
 
 
+# Long: transcribes meas_base's TestDataset fixture line by line, so it can be compared
+# with the upstream source.
 def make_upstream_dataset(seed: int = 1) -> UpstreamDataset:
     """Build the ``test_calibrateImage.py`` fixture (see the module docstring)."""
     width = BBOX_MAX[0] - BBOX_MIN[0] + 1

@@ -131,6 +131,8 @@ def _detect(exposure, sigma, config: PsfPhaseConfig, variance_cache, adaptive):
     return detected.positive, adaptive
 
 
+# Long: the PSF phase in LSST's order (background, [repair, detect, measure, fit] × N,
+# final repair, re-measure), a third of it the docstring; one place to read the sequence.
 def compute_psf(
     exposure: Exposure,
     id_generator: IdGenerator,

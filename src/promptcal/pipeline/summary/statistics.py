@@ -261,6 +261,8 @@ def _eff_time(stats: dict, band: str | None, config: SummaryConfig) -> dict[str,
     return out
 
 
+# Long: one assignment per LSST summary field, grouped as in the spec; a flat list is
+# easier to check against ExposureSummaryStats than helpers would be.
 def compute_summary_stats(
     exposure: Exposure,
     stars,
