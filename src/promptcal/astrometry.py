@@ -8,8 +8,9 @@ Method (details and decisions in ``docs/astrometry.md``):
    The brightest sources and references vote for a rotation (<= 1°) and shift
    (<= 250 px); the peak must be statistically significant.
 2. Recovery mode: triangle invariants (scale, rotation and parity free) of the brightest
-   objects around a pointing hint give candidate similarity transforms, verified by
-   counting matches; the winner becomes a TAN initial WCS for the default mode.
+   objects around a pointing hint give candidate similarity transforms, accepted only
+   when a false-alarm test says their matches are very unlikely by chance
+   (``astrometry_blind.py``); the winner becomes a TAN initial WCS for the default mode.
 3. Nearest-neighbour matching with magnitude-outlier rejection, affine fits iterated with
    a shrinking tolerance, then a polynomial correction when matches allow, and a TAN-SIP
    approximation of the final mapping with CRPIX at the bbox centre.
@@ -25,6 +26,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from pydantic import Field
 
+from .astrometry_blind import BlindSolveConfig
 from .astrometry_fit import ARCSEC_PER_RAD, angular_separation, wcs_pixel_to_icrs
 from .astrometry_solve import NoSolution, Solver, local_scale, recover
 from .config import Config
@@ -79,28 +81,14 @@ class AstrometryConfig(Config):
     )
     do_recovery: bool = Field(True, description="Try recovery mode when default mode fails.")
     force_recovery: bool = Field(False, description="Skip default mode, recover from the hint.")
-    recovery_max_scale_error: float = Field(
-        0.05, ge=0, lt=1, description="Pixel-scale tolerance around the hint [fraction]."
-    )
-    recovery_max_offset_fraction: float = Field(
-        0.5, ge=0, description="Largest pointing error searched [fraction of max(W, H)]."
-    )
-    recovery_max_objects: int = Field(40, ge=4, description="Sources used for triangles [1].")
-    recovery_max_refs: int = Field(300, ge=4, description="References used for triangles [1].")
-    recovery_neighbours: int = Field(6, ge=2, description="Neighbours forming triangles [1].")
-    recovery_invariant_tolerance: float = Field(
-        0.01, gt=0, description="Tolerance on the triangle side ratios [1]."
-    )
     recovery_match_radius_px: float = Field(
-        3.0, gt=0, description="Radius when counting a candidate's matches [px]."
+        3.0, gt=0, description="First matching radius after a blind solve [px]."
     )
-    recovery_min_matches: int = Field(
-        5, ge=4, description="Matches a candidate needs (3 come with its triangle) [1]."
+    blind: BlindSolveConfig = Field(
+        default_factory=BlindSolveConfig,
+        description="Blind solve of recovery mode (any rotation and parity, hint error up "
+        "to half the diagonal, false-alarm test).",
     )
-    recovery_max_all_triangles: int = Field(
-        60000, ge=0, description="Use all triangles of a list when there are at most this many [1]."
-    )
-    recovery_max_candidates: int = Field(30, ge=1, description="Candidates verified [1].")
 
 
 @dataclass
@@ -170,6 +158,7 @@ def fit_astrometry(
     bbox,
     config: AstrometryConfig | None = None,
     pointing_hint: PointingHint | None = None,
+    recovery_sources=None,
 ) -> AstrometryResult:
     """Match sources to references and fit a TAN-SIP WCS.
 
@@ -192,6 +181,9 @@ def fit_astrometry(
     config : AstrometryConfig, optional
     pointing_hint : PointingHint, optional
         Used by recovery mode; defaults to the initial WCS's centre and scale.
+    recovery_sources : tuple of array_like, optional
+        (x [px], y [px], brightness) of the sources recovery mode solves with, e.g.
+        including the saturated stars that the fit excludes; default: the fit's sources.
 
     Returns
     -------
@@ -238,7 +230,10 @@ def fit_astrometry(
             attempts.append("recovery mode: no pointing hint and no initial WCS")
         else:
             try:
-                wcs0, rec_info = recover(sx, sy, sf, rra, rdec, rf, bbox, hint, c)
+                blind = (sx, sy, sf) if recovery_sources is None else recovery_sources
+                wcs0, rec_info = recover(
+                    *(np.asarray(v, float) for v in blind), rra, rdec, rf, bbox, hint, c
+                )
                 solver = Solver((sx, sy, sf), rra, rdec, rf, bbox, c)
                 solution = solver.solve(wcs0, vote_free_tolerance=c.recovery_match_radius_px)
                 used_recovery = True
