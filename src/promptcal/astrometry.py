@@ -158,7 +158,6 @@ def fit_astrometry(
     bbox,
     config: AstrometryConfig | None = None,
     pointing_hint: PointingHint | None = None,
-    recovery_sources=None,
 ) -> AstrometryResult:
     """Match sources to references and fit a TAN-SIP WCS.
 
@@ -181,9 +180,6 @@ def fit_astrometry(
     config : AstrometryConfig, optional
     pointing_hint : PointingHint, optional
         Used by recovery mode; defaults to the initial WCS's centre and scale.
-    recovery_sources : tuple of array_like, optional
-        (x [px], y [px], brightness) of the sources recovery mode solves with, e.g.
-        including the saturated stars that the fit excludes; default: the fit's sources.
 
     Returns
     -------
@@ -230,10 +226,7 @@ def fit_astrometry(
             attempts.append("recovery mode: no pointing hint and no initial WCS")
         else:
             try:
-                blind = (sx, sy, sf) if recovery_sources is None else recovery_sources
-                wcs0, rec_info = recover(
-                    *(np.asarray(v, float) for v in blind), rra, rdec, rf, bbox, hint, c
-                )
+                wcs0, rec_info = recover(sx, sy, sf, rra, rdec, rf, bbox, hint, c)
                 solver = Solver((sx, sy, sf), rra, rdec, rf, bbox, c)
                 solution = solver.solve(wcs0, vote_free_tolerance=c.recovery_match_radius_px)
                 used_recovery = True

@@ -318,3 +318,42 @@ def blind_solve(src, src_flux, ref, ref_flux, width, height, config: BlindSolveC
         )
     sim = refine(best[1], s, r, tree, radius)
     return BlindResult(sim, sim.n_matches, best[0], n_cand, len(s), len(r))
+
+
+def blind_brightness(catalog) -> np.ndarray:
+    """Brightness ranking the sources of a blind solve [count]: the aperture flux where
+    measured (saturation clips it far less than the PSF flux, so saturated stars stay at
+    the top of the list), else the PSF flux.
+
+    Parameters
+    ----------
+    catalog : promptcal.catalog.SourceCatalog
+        Measured sources with ``slot_PsfFlux`` and, if measured, ``slot_ApFlux``.
+    """
+    psf = np.asarray(catalog["slot_PsfFlux_instFlux"], float)
+    if not catalog.has("slot_ApFlux_instFlux"):
+        return psf
+    aperture = np.asarray(catalog["slot_ApFlux_instFlux"], float)
+    return np.where(np.isfinite(aperture), aperture, psf)
+
+
+def reference_margin_px(task_config, exposure) -> float:
+    """Padding of the exposure's box [px] over which to load references.
+
+    With a WCS, the task's ``ref_pixel_margin``. Without one the frame is solved blind,
+    and the references must cover every footprint the solver searches: the largest
+    pointing error plus the growth of the chip by the scale tolerance.
+
+    Parameters
+    ----------
+    task_config : promptcal.pipeline.CalibrateImageConfig
+        Uses ``ref_pixel_margin`` [px] and ``astrometry.blind``.
+    exposure : promptcal.exposure.Exposure
+    """
+    margin = task_config.ref_pixel_margin
+    if exposure.wcs is not None:
+        return margin
+    c = task_config.astrometry.blind
+    width, height = exposure.width, exposure.height
+    blind = c.max_offset_fraction * math.hypot(width, height)
+    return max(margin, blind + 0.5 * c.max_scale_error * max(width, height))

@@ -11,6 +11,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from .astrometry import PointingHint, fit_astrometry, sky_coordinates
+from .astrometry_blind import blind_brightness
 from .astrometry_fit import wcs_pixel_to_icrs
 from .astrometry_solve import local_scale
 from .catalog import SourceCatalog
@@ -117,6 +118,16 @@ def astrometric_sources(
     return good
 
 
+#: A frame without a WCS is solved blind; on bright-only refcats (small telescopes) the
+#: reference stars are the saturated ones, whose flat cores also set the centroid flag.
+#: Their centroids are good to a pixel, well within the blind solver's match radius.
+BLIND_BAD_FLAGS = tuple(
+    f
+    for f in REFIT_BAD_FLAGS
+    if f not in ("base_PixelFlags_flag_saturated", "base_SdssCentroid_flag")
+)
+
+
 def refit_wcs_on_sources(task, exposure, sources, refs, ref_flux):
     """Refit the WCS on the deeper star-phase sources, starting from the current WCS.
 
@@ -184,7 +195,9 @@ def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
         The fit and the denormalized astrometry matches (``ref_*``, ``src_*``).
     """
     config = task.config
-    selected = np.flatnonzero(astrometric_sources(psf_stars, config.astrometry_min_snr))
+    blind = exposure.wcs is None  # solved from a pointing hint: see BLIND_BAD_FLAGS
+    flags = BLIND_BAD_FLAGS if blind else ASTROMETRY_BAD_FLAGS
+    selected = np.flatnonzero(astrometric_sources(psf_stars, config.astrometry_min_snr, flags))
     if selected.size == 0:
         raise AstrometryError(
             "no PSF star passed the astrometric source selection "
@@ -193,6 +206,8 @@ def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
         )
     cols = ["slot_Centroid_x", "slot_Centroid_y", "slot_PsfFlux_instFlux"]
     x, y, flux = (np.asarray(psf_stars[c], float)[selected] for c in cols)
+    if blind:
+        flux = blind_brightness(psf_stars)[selected]
     x_err = np.asarray(psf_stars["slot_Centroid_xErr"], float)[selected]
     y_err = np.asarray(psf_stars["slot_Centroid_yErr"], float)[selected]
     result = fit_astrometry(
@@ -206,7 +221,10 @@ def fit_wcs(task, exposure, psf_stars, refs, ref_flux, hint):
         np.asarray(refs[ref_flux], float),
         initial_wcs=exposure.wcs,
         bbox=exposure.bbox,
-        config=config.astrometry,
+        # Clipped fluxes of saturated stars would all be magnitude outliers.
+        config=config.astrometry.model_copy(
+            update={"do_magnitude_outlier_rejection": False} if blind else {}
+        ),
         pointing_hint=hint,
     )
     exposure.wcs = result.wcs

@@ -8,6 +8,7 @@ from pydantic import Field
 from .adaptive_detection import AdaptiveThresholdConfig
 from .apcorr import ApCorrConfig
 from .astrometry import AstrometryConfig, PointingHint
+from .astrometry_blind import reference_margin_px
 from .background import BackgroundConfig
 from .calibration_steps import (
     denormalized_matches,
@@ -366,10 +367,9 @@ class CalibrateImageTask(Task):
                 )
             wcs = hint_wcs(hint, exposure)
         epoch = exposure.visit_info.date
+        margin = reference_margin_px(self.config, exposure)
         with self.timer("refcat"):
-            refs, density = load_references(
-                self.refcat, exposure, wcs, self.config.ref_pixel_margin, epoch
-            )
+            refs, density = load_references(self.refcat, exposure, wcs, margin, epoch)
         self.metadata["REF_CAT_SOURCE_DENSITY"] = density
         band = resolve_ref_band(exposure.band, self.config.photometry)
         ref_flux = ref_flux_column(refs, self.config.astrometry_ref_band or band)
