@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 from pydantic import Field
@@ -34,6 +35,8 @@ from .config import Config
 
 #: Numbers of test sources (brightest first) whose match counts are tested.
 PREFIXES = (4, 8, 16, 32)
+#: Extent of the scale window on the size axis of the triangle KD-tree [1].
+SCALE_AXIS = 0.02
 #: Radii of the tests as fractions of the match radius.
 RADIUS_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
@@ -56,6 +59,9 @@ class BlindSolveConfig(Config):
         0.7, gt=0, description="Position error setting the triangle-ratio tolerance [px]."
     )
     min_side_px: float = Field(15.0, gt=0, description="Shortest triangle side used [px].")
+    min_longest_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Longest triangle side used at least [fraction of diagonal]."
+    )
     match_radius_px: float = Field(
         2.5, gt=0, description="Radius of a match when verifying a candidate [px]."
     )
@@ -95,14 +101,23 @@ class BlindResult:
 
 
 class BlindSolveFailed(Exception):
-    """No candidate passed the false-alarm test; the message says what was tried."""
+    """No candidate passed the false-alarm test; the message says what was tried.
+
+    ``best_log10_false_alarm`` is that of the best candidate tested (None when no
+    candidate had enough matches to be tested).
+    """
+
+    def __init__(self, message: str, best_log10_false_alarm: float | None = None):
+        super().__init__(message)
+        self.best_log10_false_alarm = best_log10_false_alarm
 
 
-def triangles(pts, lo: int, hi: int, min_side: float, max_side: float):
+def triangles(pts, lo: int, hi: int, min_side: float, max_side: float, min_longest: float = 0.0):
     """Triangles of ``pts`` whose last vertex index is in [lo, hi), canonically ordered.
 
     Vertices are ordered (opposite the longest, middle, shortest side). Triangles with a
-    side shorter than ``min_side``, longer than ``max_side``, or two nearly equal sides
+    side shorter than ``min_side`` or longer than ``max_side``, a longest side shorter
+    than ``min_longest`` (small triangles extrapolate poorly), or two nearly equal sides
     (whose vertex order would be ambiguous) are dropped.
 
     Returns
@@ -139,30 +154,40 @@ def triangles(pts, lo: int, hi: int, min_side: float, max_side: float):
     d1, d2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
     cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
     gap = np.minimum(ls[:, 0] - ls[:, 1], ls[:, 1] - ls[:, 2])
-    keep = (ls[:, 2] >= min_side) & (ls[:, 0] <= max_side) & (gap > 0.02 * ls[:, 0])
+    keep = (ls[:, 2] >= min_side) & (ls[:, 0] <= max_side) & (ls[:, 0] >= min_longest)
+    keep &= gap > 0.02 * ls[:, 0]
     l1 = ls[keep, 0]
     inv = ls[keep, 1:] / l1[:, None]
     return verts[keep], inv, l1, np.sign(cross[keep])
+
+
+def invariant_points(tri, s_max: float) -> np.ndarray:
+    """Triangles as points (L2/L1, L3/L1, w·ln L1) of a KD-tree: the scaled log size puts
+    the whole scale window (±ln s_max) within :data:`SCALE_AXIS` of the invariant axes."""
+    return np.column_stack([tri[1], np.log(tri[2]) * (SCALE_AXIS / math.log(s_max))])
 
 
 def _candidates(src, ref, stri, rtri, rtree, sigma, s_range, max_offset):
     """Similarities of source/reference triangle pairs with equal invariants.
 
     ``stri``/``rtri`` are :func:`triangles` outputs; ``rtree`` a cKDTree of the
-    reference invariants. Returns (a, b, parity, source triangle vertices).
+    reference :func:`invariant_points`. Returns (a, b, parity, source triangle vertices).
     """
     verts_s, inv_s, l1_s, sign_s = stri
-    verts_r, _, l1_r, sign_r = rtri
+    verts_r, inv_r, l1_r, sign_r = rtri
     # Ratio errors are about 2σ/L1 per side ratio; 3σ of both triangles.
     tol = np.clip(6.0 * sigma / l1_s, 2e-3, 0.04)
-    hits = rtree.query_ball_point(inv_s, tol)
-    counts = np.fromiter((len(h) for h in hits), np.int64, len(hits))
+    hits = rtree.query_ball_point(
+        invariant_points(stri, s_range[1]), np.hypot(tol, SCALE_AXIS), return_sorted=False
+    )
+    counts = np.fromiter(map(len, hits), np.int64, len(hits))
     if counts.sum() == 0:
         return None
     ai = np.repeat(np.arange(len(hits)), counts)
-    bi = np.concatenate([np.asarray(h, np.int64) for h in hits if h])
+    bi = np.fromiter(chain.from_iterable(hits), np.int64, int(counts.sum()))
     ratio = l1_r[bi] / l1_s[ai]
     ok = (ratio >= s_range[0]) & (ratio <= s_range[1])
+    ok &= np.hypot(*(inv_r[bi] - inv_s[ai]).T) <= tol[ai]
     ai, bi = ai[ok], bi[ok]
     parity = (sign_s[ai] * sign_r[bi]).astype(np.int64)
     zs = src[verts_s[ai], 0] + 1j * parity[:, None] * src[verts_s[ai], 1]
@@ -283,14 +308,17 @@ def blind_solve(src, src_flux, ref, ref_flux, width, height, config: BlindSolveC
     radius = c.match_radius_px
     if len(s) < 4 or len(r) < 3:
         raise BlindSolveFailed(f"{len(s)} sources and {len(r)} refs near the hint")
-    rtri = triangles(r, 0, len(r), c.min_side_px * s_range[0], diag * s_range[1])
+    min_longest = c.min_longest_fraction * diag
+    rtri = triangles(
+        r, 0, len(r), c.min_side_px * s_range[0], diag * s_range[1], min_longest * s_range[0]
+    )
     if len(rtri[1]) == 0:
         raise BlindSolveFailed(f"no usable triangle among {len(r)} refs near the hint")
-    inv_tree, tree = cKDTree(rtri[1]), cKDTree(r)
+    inv_tree, tree = cKDTree(invariant_points(rtri, s_range[1])), cKDTree(r)
     steps = sorted({min(d, len(s)) for d in c.depth_steps} | {len(s)})
     n_cand, lo, best = 0, 0, None
     for hi in steps:
-        stri = triangles(s, lo, hi, c.min_side_px, diag)
+        stri = triangles(s, lo, hi, c.min_side_px, diag, min_longest)
         lo = hi
         cands = _candidates(s, r, stri, rtri, inv_tree, c.position_sigma_px, s_range, max_offset)
         if cands is None or len(cands[0]) == 0:
@@ -314,7 +342,8 @@ def blind_solve(src, src_flux, ref, ref_flux, width, height, config: BlindSolveC
             f"{got} among {n_cand} triangle candidates of {len(s)} sources and {len(r)} refs "
             f"(needed <= {c.max_log10_false_alarm:g} and >= {c.min_matches} matches; any "
             f"rotation, both parities, scale ±{c.max_scale_error:.0%}, shifts <= "
-            f"{max_offset:.0f} px)"
+            f"{max_offset:.0f} px)",
+            None if best is None else best[0],
         )
     sim = refine(best[1], s, r, tree, radius)
     return BlindResult(sim, sim.n_matches, best[0], n_cand, len(s), len(r))
