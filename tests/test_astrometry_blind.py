@@ -9,6 +9,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 from astropy.wcs import WCS
+from scipy.spatial import cKDTree
 
 from promptcal.astrometry import PointingHint, fit_astrometry
 from promptcal.astrometry_blind import (
@@ -203,7 +204,7 @@ def test_log10_tail_is_the_smallest_binomial_tail_over_prefixes_and_radii():
     src[:3] = ref[:3]
     for i, j in ((3, 3), (5, 4), (6, 5)):
         src[i] = ref[j] + [0.1, 0.0]
-    tree = __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(ref)
+    tree = cKDTree(ref)
     tail, n_tests = log10_tail(sim, src, [0, 1, 2], ref, tree, W, H, 2.5)
     # Test list: sources 3..9; matches at positions 0, 2, 3 within every radius >= 0.3 px.
     best = 0.0

@@ -131,21 +131,20 @@ def triangles(pts, lo: int, hi: int, min_side: float, max_side: float, min_longe
     sign : numpy.ndarray
         (t,) orientation (+1 counter-clockwise, -1 clockwise).
     """
+    dist = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+    usable = (dist >= min_side) & (dist <= max_side)
     parts = []
     for c in range(max(lo, 2), hi):
-        i, j = np.triu_indices(c, 1)
-        parts.append(np.column_stack([i, j, np.full(len(i), c)]))
-    if not parts:
-        return np.zeros((0, 3), np.int64), np.zeros((0, 2)), np.zeros(0), np.zeros(0)
-    tris = np.concatenate(parts).astype(np.int64)
-    p = pts[tris]
-    sides = np.stack(
-        [
-            np.hypot(*(p[:, 1] - p[:, 2]).T),
-            np.hypot(*(p[:, 0] - p[:, 2]).T),
-            np.hypot(*(p[:, 0] - p[:, 1]).T),
-        ],
-        axis=1,
+        # Only pairs of usable edges to c can make a usable triangle.
+        nb = np.flatnonzero(usable[c, :c])
+        i, j = np.triu_indices(len(nb), 1)
+        i, j = nb[i], nb[j]
+        ok = usable[i, j]
+        parts.append(np.column_stack([i[ok], j[ok], np.full(int(ok.sum()), c)]))
+    tris = np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
+    # side k is opposite vertex k
+    sides = np.column_stack(
+        [dist[tris[:, 1], tris[:, 2]], dist[tris[:, 0], tris[:, 2]], dist[tris[:, 0], tris[:, 1]]]
     )
     order = np.argsort(-sides, axis=1)
     ls = np.take_along_axis(sides, order, axis=1)
@@ -154,8 +153,7 @@ def triangles(pts, lo: int, hi: int, min_side: float, max_side: float, min_longe
     d1, d2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
     cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
     gap = np.minimum(ls[:, 0] - ls[:, 1], ls[:, 1] - ls[:, 2])
-    keep = (ls[:, 2] >= min_side) & (ls[:, 0] <= max_side) & (ls[:, 0] >= min_longest)
-    keep &= gap > 0.02 * ls[:, 0]
+    keep = (ls[:, 0] >= min_longest) & (gap > 0.02 * ls[:, 0])
     l1 = ls[keep, 0]
     inv = ls[keep, 1:] / l1[:, None]
     return verts[keep], inv, l1, np.sign(cross[keep])
