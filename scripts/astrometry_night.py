@@ -13,7 +13,8 @@ between the centres of consecutive solved frames (and the drift over the gaps wh
 frames are missing), times per frame, and per frame: centre, scale, parity, match count,
 median residual, distance from the header pointing, status and error.
 
-Usage: ``python scripts/astrometry_night.py [--jobs 2] [--every 1] [--keep DIR]``
+Usage: ``python scripts/astrometry_night.py [--jobs 2] [--every 1] [--pairs N] [--keep DIR]``
+(``--pairs 10``: 20 frames, ten pairs of consecutive frames spread over the night).
 """
 
 from __future__ import annotations
@@ -87,12 +88,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="frames calibrated in parallel")
     parser.add_argument("--every", type=int, default=1, help="take every n-th frame")
+    parser.add_argument(
+        "--pairs", type=int, help="take only this many pairs of consecutive frames, spread"
+    )
     parser.add_argument("--keep", help="directory for the products (default: a temp dir)")
     args = parser.parse_args()
     from promptcal.astrometry_check import night_figures
 
     real = real_data()
     frames = sorted((real / "microobs-hatp32-night").glob("*.fits"))[:: args.every]
+    if args.pairs:
+        starts = [round(i * (len(frames) - 2) / max(args.pairs - 1, 1)) for i in range(args.pairs)]
+        frames = [frames[k] for s in sorted(set(starts)) for k in (s, s + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)
         build_refcat(real, work / "refcat")
