@@ -11,11 +11,13 @@ few percent. Method and decisions: ``docs/astrometry.md`` ("Blind solving").
    with equal ratios within their centroid errors gives one candidate similarity.
 2. *Verification*: a candidate is accepted only when the matches of the *other* sources
    are very unlikely by chance: under "the candidate is unrelated to the sky", each
-   source lands within the match radius of one of the M references on the candidate's
-   footprint with probability ``p = M·π·r²/A``; the number of matches among the n
-   brightest test sources is then at most Binomial(n, p). The smallest tail probability
-   over a few prefixes n, times the number of candidates and prefixes examined (a
-   Bonferroni bound over everything tried), must be below ``max_log10_false_alarm``.
+   source lands within r of one of the M references on the candidate's footprint with
+   probability ``p = M·π·r²/A``; the number of matches among the n brightest test
+   sources is then at most Binomial(n, p). The smallest tail probability over a few
+   prefixes n and radii r, times the number of candidates, steps and (n, r) tests
+   examined (a Bonferroni bound over everything tried), must be below
+   ``max_log10_false_alarm``. The candidate is tested as the triangle gave it (refining
+   it on the matches first would make them less surprising than they are), then refined.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class BlindSolveConfig(Config):
     max_log10_false_alarm: float = Field(
         -6.0, le=0, description="Accept when log10(chance of a false match) is below this [1]."
     )
-    min_matches: int = Field(5, ge=4, description="Fewest matches of an accepted solution [1].")
+    min_matches: int = Field(
+        5, ge=4, description="Sources within the match radius (triangle included) to test [1]."
+    )
     n_verify: int = Field(
         12, ge=1, description="Best-counted candidates of each step that are fully tested [1]."
     )
