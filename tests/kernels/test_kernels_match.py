@@ -10,9 +10,7 @@ import pytest
 
 from promptcal.kernels.match import vote_offsets
 from promptcal.pipeline.astrometry.matchers import (
-    Similarity,
     nn_match,
-    triangle_candidates,
     vote_match,
 )
 
@@ -65,28 +63,3 @@ def test_nn_match_is_one_to_one_and_respects_radius():
     # Sources 0 and 1 both want ref 0; source 1 is closer and keeps it.
     assert pairs == [(1, 0), (2, 1)]
     np.testing.assert_allclose(np.sort(d), [0.1, 0.5], atol=1e-12)
-
-
-@pytest.mark.parametrize("parity", [1, -1])
-def test_triangle_candidates_recover_similarity_any_rotation_and_parity(parity):
-    rng = np.random.default_rng(5 + parity)
-    src = rng.uniform(-500, 500, (30, 2))
-    truth = Similarity(1.03 * complex(math.cos(2.4), math.sin(2.4)), complex(310, -170), parity)
-    ref = truth.apply(src)[:20] + rng.normal(0, 0.05, (20, 2))
-    ref = np.vstack([ref, rng.uniform(-900, 900, (25, 2))])
-    cands = triangle_candidates(
-        src,
-        ref,
-        k_neighbours=6,
-        invariant_tol=0.01,
-        min_side=10,
-        scale_range=(0.95, 1.05),
-        max_offset=600,
-        max_candidates=5,
-        cluster_radius=6,
-        max_all_triangles=60000,
-    )
-    best = cands[0]
-    assert best.parity == parity
-    assert abs(best.a - truth.a) < 2e-3
-    assert abs(best.b - truth.b) < 2.0

@@ -3,6 +3,8 @@ density, the reference flux column, and the WCS a pointing hint implies."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
@@ -80,3 +82,25 @@ def ref_flux_column(refs: Table, band: str | None) -> str:
     if not names:
         raise InvalidInputError("the refcat has no flux column")
     return names[0]
+
+
+def reference_margin_px(task_config, exposure) -> float:
+    """Padding of the exposure's box [px] over which to load references.
+
+    With a WCS, the task's ``ref_pixel_margin``. Without one the frame is solved blind,
+    and the references must cover every footprint the solver searches: the largest
+    pointing error plus the growth of the chip by the scale tolerance.
+
+    Parameters
+    ----------
+    task_config : promptcal.pipeline.task.CalibrateImageConfig
+        Uses ``ref_pixel_margin`` [px] and ``astrometry.blind``.
+    exposure : promptcal.core.exposure.Exposure
+    """
+    margin = task_config.ref_pixel_margin
+    if exposure.wcs is not None:
+        return margin
+    c = task_config.astrometry.blind
+    width, height = exposure.width, exposure.height
+    blind = c.max_offset_fraction * math.hypot(width, height)
+    return max(margin, blind + 0.5 * c.max_scale_error * max(width, height))

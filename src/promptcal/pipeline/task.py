@@ -29,6 +29,7 @@ from promptcal.pipeline.references import (
     load_references,
     pixel_scale_arcsec,
     ref_flux_column,
+    reference_margin_px,
 )
 from promptcal.pipeline.run_state import RunState
 from promptcal.pipeline.snaps import combine_snaps
@@ -307,7 +308,7 @@ class CalibrateImageTask(Task):
         epoch = exposure.visit_info.date
         with self.timer("refcat"):
             refs, density = load_references(
-                self.refcat, exposure, wcs, self.config.ref_pixel_margin, epoch
+                self.refcat, exposure, wcs, reference_margin_px(self.config, exposure), epoch
             )
         self.metadata["REF_CAT_SOURCE_DENSITY"] = density
         band = resolve_ref_band(exposure.band, self.config.photometry)

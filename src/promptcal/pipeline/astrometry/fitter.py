@@ -8,8 +8,9 @@ Method (details and decisions in ``docs/astrometry.md``):
    The brightest sources and references vote for a rotation (<= 1°) and shift
    (<= 250 px); the peak must be statistically significant.
 2. Recovery mode: triangle invariants (scale, rotation and parity free) of the brightest
-   objects around a pointing hint give candidate similarity transforms, verified by
-   counting matches; the winner becomes a TAN initial WCS for the default mode.
+   objects around a pointing hint give candidate similarity transforms, accepted only
+   when a false-alarm test says their matches are very unlikely by chance
+   (``astrometry_blind.py``); the winner becomes a TAN initial WCS for the default mode.
 3. Nearest-neighbour matching with magnitude-outlier rejection, affine fits iterated with
    a shrinking tolerance, then a polynomial correction when matches allow, and a TAN-SIP
    approximation of the final mapping with CRPIX at the bbox centre.
@@ -27,6 +28,7 @@ from pydantic import Field
 
 from promptcal.core.config import Config
 from promptcal.core.errors import AstrometryError, BadAstrometryFit
+from promptcal.pipeline.astrometry.blind import BlindSolveConfig
 from promptcal.pipeline.astrometry.solver import NoSolution, Solver, local_scale, recover
 from promptcal.pipeline.astrometry.tan_sip import (
     ARCSEC_PER_RAD,
@@ -114,28 +116,14 @@ class AstrometryConfig(Config):
     )
     do_recovery: bool = Field(True, description="Try recovery mode when default mode fails.")
     force_recovery: bool = Field(False, description="Skip default mode, recover from the hint.")
-    recovery_max_scale_error: float = Field(
-        0.05, ge=0, lt=1, description="Pixel-scale tolerance around the hint [fraction]."
-    )
-    recovery_max_offset_fraction: float = Field(
-        0.5, ge=0, description="Largest pointing error searched [fraction of max(W, H)]."
-    )
-    recovery_max_objects: int = Field(40, ge=4, description="Sources used for triangles [1].")
-    recovery_max_refs: int = Field(300, ge=4, description="References used for triangles [1].")
-    recovery_neighbours: int = Field(6, ge=2, description="Neighbours forming triangles [1].")
-    recovery_invariant_tolerance: float = Field(
-        0.01, gt=0, description="Tolerance on the triangle side ratios [1]."
-    )
     recovery_match_radius_px: float = Field(
-        3.0, gt=0, description="Radius when counting a candidate's matches [px]."
+        3.0, gt=0, description="First matching radius after a blind solve [px]."
     )
-    recovery_min_matches: int = Field(
-        5, ge=4, description="Matches a candidate needs (3 come with its triangle) [1]."
+    blind: BlindSolveConfig = Field(
+        default_factory=BlindSolveConfig,
+        description="Blind solve of recovery mode (any rotation and parity, hint error up "
+        "to half the diagonal, false-alarm test).",
     )
-    recovery_max_all_triangles: int = Field(
-        60000, ge=0, description="Use all triangles of a list when there are at most this many [1]."
-    )
-    recovery_max_candidates: int = Field(30, ge=1, description="Candidates verified [1].")
 
 
 @dataclass

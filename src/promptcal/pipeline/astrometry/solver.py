@@ -1,5 +1,6 @@
 """Astrometric solving internals: the default-mode solver (vote, iterated matching and
-fitting, TAN-SIP output) and recovery mode (triangle matching around a pointing hint).
+fitting, TAN-SIP output) and recovery mode (a verified blind solve around a pointing hint,
+``astrometry_blind.py``).
 
 The public entry point is :func:`promptcal.pipeline.astrometry.fitter.fit_astrometry`;
 ``config`` here is an :class:`~promptcal.pipeline.astrometry.fitter.AstrometryConfig` and
@@ -13,12 +14,8 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
-from promptcal.pipeline.astrometry.matchers import (
-    nn_match,
-    triangle_candidates,
-    verify_similarity,
-    vote_match,
-)
+from promptcal.pipeline.astrometry.blind import BlindSolveFailed, blind_solve
+from promptcal.pipeline.astrometry.matchers import nn_match, vote_match
 from promptcal.pipeline.astrometry.tan_sip import (
     apply_affine,
     clipped_mean_std,
@@ -230,60 +227,21 @@ class Solver:
 
 
 def recover(src_x, src_y, src_flux, ref_ra, ref_dec, ref_flux, bbox, hint, config):
-    """Recovery mode: a TAN WCS from triangle matching around the pointing hint."""
-    c = config
+    """Recovery mode: a TAN WCS from a verified blind solve around the pointing hint."""
     x0, y0, x1, y1 = bbox
     cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-    width, height = x1 - x0 + 1, y1 - y0 + 1
     scale = math.radians(hint.pixel_scale_arcsec / 3600.0)
     ra0, dec0 = math.radians(hint.ra_deg), math.radians(hint.dec_deg)
     xi, eta = gnomonic(ref_ra, ref_dec, ra0, dec0)
     ref = np.column_stack([xi, eta]) / scale
-    max_offset = c.recovery_max_offset_fraction * max(width, height)
-    half_diag = 0.5 * math.hypot(width, height) * (1 + c.recovery_max_scale_error)
-    r_sel = half_diag + max_offset
-    near = np.nonzero(
-        np.isfinite(ref).all(axis=1) & (np.hypot(*ref.T) <= r_sel) & (np.hypot(xi, eta) < 1.0)
-    )[0]
+    # Refs beyond 90° of the hint project to nonsense; drop them.
+    ref[~(np.hypot(xi, eta) < 1.0)] = np.nan
     src = np.column_stack([src_x - cx, src_y - cy])
-    # Match the densities: about as many sources per area as references expected on it.
-    area_ratio = (math.pi * r_sel**2) / (width * height)
-    expected_on_chip = len(near) / area_ratio
-    n_src = int(min(len(src), c.recovery_max_objects, max(2 * expected_on_chip, 8)))
-    n_ref = int(min(len(near), c.recovery_max_refs, max(n_src * area_ratio, n_src)))
-    bs = brightest(src_flux, n_src)
-    br = near[brightest(ref_flux[near], n_ref)]
-    if len(bs) < 3 or len(br) < 3:
-        raise NoSolution(f"recovery: {len(bs)} sources and {len(br)} refs near the hint")
-    s_range = (1 - c.recovery_max_scale_error, 1 + c.recovery_max_scale_error)
-    cands = triangle_candidates(
-        src[bs],
-        ref[br],
-        k_neighbours=c.recovery_neighbours,
-        invariant_tol=c.recovery_invariant_tolerance,
-        min_side=10.0,
-        scale_range=s_range,
-        max_offset=max_offset,
-        max_candidates=c.recovery_max_candidates,
-        cluster_radius=2 * c.recovery_match_radius_px,
-        max_all_triangles=c.recovery_max_all_triangles,
-    )
-    tree = cKDTree(ref[near])
-    best = None
-    for cand in cands:
-        v = verify_similarity(cand, src[bs], ref[near], tree, c.recovery_match_radius_px)
-        if not (s_range[0] <= abs(v.a) <= s_range[1]):
-            continue
-        if best is None or v.n_matches > best.n_matches:
-            best = v
-    n_best = 0 if best is None else best.n_matches
-    if n_best < c.recovery_min_matches:
-        raise NoSolution(
-            f"recovery: best of {len(cands)} triangle candidates matched {n_best} of "
-            f"{len(bs)} sources to {len(near)} refs (needed {c.recovery_min_matches}; any "
-            f"rotation, both parities, scale ±{c.recovery_max_scale_error:.0%}, shifts <= "
-            f"{max_offset:.0f} px)"
-        )
+    try:
+        solved = blind_solve(src, src_flux, ref, ref_flux, x1 - x0 + 1, y1 - y0 + 1, config.blind)
+    except BlindSolveFailed as exc:
+        raise NoSolution(f"recovery: {exc}") from exc
+    best = solved.similarity
 
     def sky_fn(x, y):
         pts = best.apply(np.column_stack([x - cx, y - cy])) * scale
@@ -291,7 +249,9 @@ def recover(src_x, src_y, src_flux, ref_ra, ref_dec, ref_flux, bbox, hint, confi
 
     wcs, _ = tan_sip_from_mapping(sky_fn, bbox, 1, 5)
     info = {
-        "recovery_n_matches": n_best,
+        "recovery_n_matches": solved.n_matches,
+        "recovery_log10_false_alarm": solved.log10_false_alarm,
+        "recovery_n_candidates": solved.n_candidates,
         "recovery_parity": best.parity,
         "recovery_rotation_deg": math.degrees(math.atan2(best.a.imag, best.a.real)),
         "recovery_scale_ratio": abs(best.a),

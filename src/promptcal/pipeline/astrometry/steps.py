@@ -44,6 +44,33 @@ def astrometric_sources(
     return good
 
 
+def blind_brightness(catalog) -> np.ndarray:
+    """Brightness ranking the sources of a blind solve [count]: the aperture flux where
+    measured (saturation clips it far less than the PSF flux, so saturated stars stay at
+    the top of the list), else the PSF flux.
+
+    Parameters
+    ----------
+    catalog : promptcal.core.catalog.SourceCatalog
+        Measured sources with ``slot_PsfFlux`` and, if measured, ``slot_ApFlux``.
+    """
+    psf = np.asarray(catalog["slot_PsfFlux_instFlux"], float)
+    if not catalog.has("slot_ApFlux_instFlux"):
+        return psf
+    aperture = np.asarray(catalog["slot_ApFlux_instFlux"], float)
+    return np.where(np.isfinite(aperture), aperture, psf)
+
+
+#: A frame without a WCS is solved blind; on bright-only refcats (small telescopes) the
+#: reference stars are the saturated ones, whose flat cores also set the centroid flag.
+#: Their centroids are good to a pixel, well within the blind solver's match radius.
+BLIND_BAD_FLAGS = tuple(
+    f
+    for f in REFIT_BAD_FLAGS
+    if f not in ("base_PixelFlags_flag_saturated", "base_SdssCentroid_flag")
+)
+
+
 def refit_wcs_on_sources(config: AstrometryConfig, exposure, sources, refs, ref_flux):
     """Refit the WCS on the deeper star-phase sources, starting from the current WCS.
 
@@ -108,7 +135,9 @@ def fit_wcs(config: AstrometryConfig, exposure, psf_stars, refs, ref_flux, hint)
     AstrometryResult, astropy.table.Table
         The fit and the denormalized astrometry matches (``ref_*``, ``src_*``).
     """
-    selected = np.flatnonzero(astrometric_sources(psf_stars, config.source_min_snr))
+    blind = exposure.wcs is None  # solved from a pointing hint: see BLIND_BAD_FLAGS
+    flags = BLIND_BAD_FLAGS if blind else ASTROMETRY_BAD_FLAGS
+    selected = np.flatnonzero(astrometric_sources(psf_stars, config.source_min_snr, flags))
     if selected.size == 0:
         raise AstrometryError(
             "no PSF star passed the astrometric source selection "
@@ -117,6 +146,8 @@ def fit_wcs(config: AstrometryConfig, exposure, psf_stars, refs, ref_flux, hint)
         )
     cols = ["slot_Centroid_x", "slot_Centroid_y", "slot_PsfFlux_instFlux"]
     x, y, flux = (np.asarray(psf_stars[c], float)[selected] for c in cols)
+    if blind:
+        flux = blind_brightness(psf_stars)[selected]
     x_err = np.asarray(psf_stars["slot_Centroid_xErr"], float)[selected]
     y_err = np.asarray(psf_stars["slot_Centroid_yErr"], float)[selected]
     result = fit_astrometry(
@@ -130,7 +161,8 @@ def fit_wcs(config: AstrometryConfig, exposure, psf_stars, refs, ref_flux, hint)
         np.asarray(refs[ref_flux], float),
         initial_wcs=exposure.wcs,
         bbox=exposure.bbox,
-        config=config,
+        # Clipped fluxes of saturated stars would all be magnitude outliers.
+        config=config.model_copy(update={"do_magnitude_outlier_rejection": False} if blind else {}),
         pointing_hint=hint,
     )
     exposure.wcs = result.wcs
