@@ -203,6 +203,28 @@ def test_weighted_mean_and_errors_by_hand():
     np.testing.assert_allclose(fit.calibration_err, cal * 0.4 * np.log(10) * sigma, rtol=1e-12)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_one_or_two_matches_are_used_unclipped(n):
+    # One bright unsaturated reference on a small telescope's frame is a valid (noisy)
+    # calibration: its own d is the zero point, not clipped away by a zero IQR.
+    d = np.array([20.70, 20.76])[:n]
+    inst = np.array([2e4, 3e4])[:n]
+    err_mag = np.array([0.02, 0.03])[:n]
+    matches = Table(
+        {
+            "ref_truth_flux": AB_ZERO_NJY * 10 ** (-0.4 * (d - 2.5 * np.log10(inst))),
+            f"src_{CALIB}_instFlux": inst,
+            f"src_{CALIB}_instFluxErr": err_mag * inst / (2.5 / np.log(10)),
+        },
+        meta={"ref_band": "truth", "flux_field": CALIB},
+    )
+    fit = fit_zero_point(matches, PhotometryConfig())
+    w = 1 / err_mag**2
+    assert fit.n_used == n and fit.used.all()
+    np.testing.assert_allclose(fit.zero_point, np.sum(w * d) / np.sum(w), atol=1e-12)
+    np.testing.assert_allclose(fit.zero_point_err, np.sqrt(1 / np.sum(w)), rtol=1e-12)
+
+
 def test_clip_is_bounded_by_max_clip_sigma():
     # A broad (0.4 mag) core: 0.741 IQR > 0.25, so the clip is 3 × 0.25 = 0.75 mag.
     rng = np.random.default_rng(5)

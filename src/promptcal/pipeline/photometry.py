@@ -26,6 +26,8 @@ AB_ZERO_NJY = 3631e9
 MAG_PER_LN = 2.5 / np.log(10.0)
 #: 1σ of a Gaussian in units of its interquartile range.
 IQR_TO_SIGMA = 0.741
+#: Fewest matches whose zero points are sigma-clipped [1].
+MIN_CLIP_POINTS = 3
 
 
 class PhotometryConfig(Config):
@@ -235,7 +237,8 @@ def fit_zero_point(matches: Table, config: PhotometryConfig) -> ZeroPointResult:
     survivors. A clip keeps ``|d − centre| ≤ clip_nsigma · min(0.741 IQR, max_clip_sigma)``
     with the IQR of the points the centre came from (all points for the mode); it
     stops when the surviving set no longer changes. ``≤`` (not ``<``) lets a set of
-    identical values, whose IQR is 0, survive.
+    identical values, whose IQR is 0, survive. Fewer than :data:`MIN_CLIP_POINTS`
+    matches are not clipped.
 
     Raises
     ------
@@ -266,7 +269,10 @@ def fit_zero_point(matches: Table, config: PhotometryConfig) -> ZeroPointResult:
     sigma = _iqr_sigma(dv)
     keep = np.ones(dv.size, bool)
     iterations = 0
-    for iterations in range(1, config.max_iterations + 1):
+    # An IQR of fewer than MIN_CLIP_POINTS values is no scatter estimate (one value has
+    # IQR 0 and a histogram mode off its own value, so it would clip itself): use them all.
+    n_clip_iterations = config.max_iterations if dv.size >= MIN_CLIP_POINTS else 0
+    for iterations in range(1, n_clip_iterations + 1):
         new_keep = np.abs(dv - centre) <= config.clip_nsigma * min(sigma, config.max_clip_sigma)
         if new_keep.sum() < config.min_n_stars:
             raise PhotometryError(
