@@ -169,7 +169,7 @@ def replay_kafka(
 
     from .stream.publish import OutgoingMessage, Publisher
     from .stream.schemas import encode
-    from .stream.topics import TopicNames, producer_config
+    from .stream.topics import TopicNames, producer_config, visit_detector_key
 
     manifest_path = Path(manifest_path)
     manifest, base = read_manifest(manifest_path)
@@ -222,7 +222,10 @@ def replay_kafka(
                         manifest.instrument, event.job, event.snap, base, now
                     )
                     topic = topics.image_ready
-                batch.append(OutgoingMessage(topic, message.key(), encode(message)))
+                key = message.key()
+                if manifest.partition_key == "visit-detector":
+                    key = visit_detector_key(event.job.visit.visit, event.job.detector)
+                batch.append(OutgoingMessage(topic, key, encode(message)))
                 index += 1
             publisher.publish(batch)
             collect(0.0)
