@@ -262,8 +262,8 @@ def _img(path: Path) -> str:
     return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
 
 
-def render_html(numbers: dict[str, Any], figures: dict[str, Path]) -> str:
-    """The self-contained page."""
+def render_html(numbers: dict[str, Any], figures: dict[str, Path], extra: str = "") -> str:
+    """The self-contained page (``extra``: HTML of further sections, before Latency)."""
     s = numbers["status"]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>promptcal night report"
@@ -288,6 +288,7 @@ def render_html(numbers: dict[str, Any], figures: dict[str, Path]) -> str:
             parts.append(_img(figures[name]))
     lat = numbers["latency"]
     parts += [
+        extra,
         "<h2>Latency</h2><p>End-to-end: last snap's image-ready to the calibrated message.</p>",
         _table(
             ["n", *[f"p{p} [s]" for p in PERCENTILES], "max [s]"],
@@ -353,10 +354,13 @@ def write_report(
     numbers = summarize(night)
     numbers["generated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     figures = write_figures(night, numbers, out)
+    from .report_drift import pointing_section
+
+    extra = pointing_section(night, numbers, out, figures)
     numbers["figures"] = {k: p.name for k, p in figures.items()}
     (out / "report.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
     index = out / "index.html"
-    index.write_text(render_html(numbers, figures), encoding="utf-8")
+    index.write_text(render_html(numbers, figures, extra), encoding="utf-8")
     return index, numbers
 
 

@@ -70,8 +70,8 @@ def detector_medians(night: NightData, quantity: str) -> dict[int, float]:
 def plot_focal_plane(night: NightData, quantity: str, path: Path) -> Path | None:
     """Detectors at their focal-plane positions, coloured by the quantity's median."""
     medians = detector_medians(night, quantity)
-    if night.camera is None or not medians:
-        return None
+    if night.camera is None or len(night.camera.detectors) < 2 or not medians:
+        return None  # one detector (e.g. an archived night): a map would show one box
     camera = night.camera
     fig = Figure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()

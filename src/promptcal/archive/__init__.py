@@ -1,7 +1,7 @@
 """Archived nights: index a directory of an observatory's FITS files into a night manifest.
 
 - :mod:`promptcal.archive.mapping`: the per-instrument header mapping (JSON in
-  ``configs/archive/``) and what it extracts from one file's headers;
+  ``configs/archive/``); :mod:`promptcal.archive.extract` applies it to one file;
 - :mod:`promptcal.archive.index`: scan a directory, group files into visits, and write
   the :class:`~promptcal.night.NightManifest` (and ``camera.json``) that
   ``promptcal replay`` reads.
@@ -9,7 +9,8 @@
 See ``docs/archive.md``.
 """
 
+from .extract import FrameInfo, SkipFile
 from .index import IndexResult, index_archive
-from .mapping import FrameInfo, HeaderMapping, SkipFile, load_mapping
+from .mapping import HeaderMapping, load_mapping
 
 __all__ = ["FrameInfo", "HeaderMapping", "IndexResult", "SkipFile", "index_archive", "load_mapping"]

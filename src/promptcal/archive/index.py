@@ -33,7 +33,8 @@ from pathlib import Path
 
 from ..errors import InvalidInputError
 from ..io.fits_scan import scan_fits
-from .mapping import FrameInfo, HeaderMapping, SkipFile, companion_of, extract
+from .extract import FrameInfo, SkipFile, extract
+from .mapping import HeaderMapping, companion_of
 
 logger = logging.getLogger(__name__)
 
