@@ -66,7 +66,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--next-visit-wait",
         type=float,
         default=0.0,
-        help="hold a complete exposure up to this long for its next-visit [s] (replays)",
+        help="hold a complete exposure for its next-visit until no message came for this "
+        "long [s] (replays at full speed; 0: no hold)",
     )
     p.add_argument(
         "--grace-period",

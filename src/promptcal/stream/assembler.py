@@ -9,9 +9,11 @@ expired). The worker then calibrates what arrived: a missing second snap must no
 a detector's result back forever, and one snap is a valid (shallower) exposure. A
 duplicate snap (a replayed message) replaces the earlier copy; both offsets are kept so
 that both are marked done together. With ``next_visit_wait`` > 0, a complete exposure
-whose ``next-visit`` has not been seen (:meth:`SnapAssembler.announce`) is held up to
-that long for it: its pointing is the hint of a frame without a WCS, and a replay at
-full speed delivers the two topics in no particular order.
+whose ``next-visit`` has not been seen (:meth:`SnapAssembler.announce`) is held for it
+until no message has arrived for that long: its pointing is the hint of a frame
+without a WCS, and a replay at full speed delivers the two topics in no particular
+order (a backlog of next-visits then arrives one calibration at a time, so the wait
+counts from the last message, not from the exposure).
 
 Offset bookkeeping
 ------------------
@@ -121,7 +123,8 @@ class SnapAssembler:
     max_remembered : int
         How many handed-out exposures to remember for :meth:`already_handled`.
     next_visit_wait : float
-        Longest hold of a complete exposure for its ``next-visit`` [s] (0: none).
+        Hold a complete exposure for its ``next-visit`` until no message has arrived
+        for this long [s] (0: no hold).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class SnapAssembler:
         self.snap_wait = float(snap_wait)
         self.next_visit_wait = float(next_visit_wait)
         self._announced: OrderedDict[ExposureKey, None] = OrderedDict()
+        self._last_message = -float("inf")  # clock of the last add/announce [s]
         self._clock = clock
         self._pending: dict[ExposureKey, PendingExposure] = {}
         # Exposures already handed out, so that a late duplicate snap (a producer retry)
@@ -160,6 +164,7 @@ class SnapAssembler:
         """
         msg = snap.message
         key = (msg.instrument, msg.visit, msg.detector)
+        self._last_message = self._clock()
         pending = self._pending.get(key)
         if pending is None:
             pending = PendingExposure(
@@ -191,6 +196,7 @@ class SnapAssembler:
     def announce(self, instrument: str, visit: int, detector: int) -> PendingExposure | None:
         """The ``next-visit`` of an exposure was handled; returns it if it was held."""
         key = (instrument, visit, detector)
+        self._last_message = self._clock()
         self._announced[key] = None
         while len(self._announced) > self.max_remembered:
             self._announced.popitem(last=False)
@@ -202,7 +208,7 @@ class SnapAssembler:
 
     def _deadline(self, pending: PendingExposure) -> float:
         if pending.completed_at is not None:
-            return pending.completed_at + self.next_visit_wait
+            return max(pending.completed_at, self._last_message) + self.next_visit_wait
         return pending.first_seen + self.snap_wait
 
     def _hand_out(self, pending: PendingExposure) -> None:
@@ -223,7 +229,8 @@ class SnapAssembler:
             self._hand_out(pending)
             if pending.completed_at is not None:
                 logger.warning(
-                    "visit %d detector %d: no next-visit within %.1f s; processing without it",
+                    "visit %d detector %d: no next-visit (%.1f s without messages); "
+                    "processing without it",
                     pending.visit,
                     pending.detector,
                     self.next_visit_wait,
