@@ -2,7 +2,8 @@
 
 For archived nights the header pointing is only a hint (MicroObservatory's drifts by up
 to half a field during the night), so the report shows, per exposure and against
-time, the solved frame centre's offset from the header pointing (the drift track), the
+time, the solved frame centre's offset from where the header pointing and the camera
+geometry put the detector's centre (the drift track), the
 pixel scale, the astrometric match count and median match residual, the zero point
 with its error, the PSF FWHM and the sky, and which frames count as *solved*:
 
@@ -46,7 +47,7 @@ class PointingRow:
     status: str
     time: str | None = None  # mid-exposure, ISO 8601 UTC
     file: str | None = None
-    header_ra: float | None = None  # [deg]
+    header_ra: float | None = None  # detector centre predicted from the header [deg]
     header_dec: float | None = None  # [deg]
     ra: float | None = None  # solved centre [deg]
     dec: float | None = None  # [deg]
@@ -114,7 +115,25 @@ def _residual_px(directory: Path, scale: float | None) -> tuple[int | None, floa
     return int(distance.size), float(np.median(distance)) / scale
 
 
-def pointing_row(directory: Path, row, record) -> PointingRow:
+def expected_centre(camera, record) -> tuple[float, float]:
+    """Where the header pointing puts the detector's centre [deg]: through the camera
+    geometry when it knows the detector (archive cameras centre it on the boresight)."""
+    from .camera import predict_detector_wcs
+    from .errors import InvalidInputError
+
+    ra, dec = record.boresight_ra, record.boresight_dec
+    if camera is None:
+        return ra, dec
+    try:
+        det = camera.detector(record.detector)
+        wcs = predict_detector_wcs(camera, det.id, ra, dec, record.rotation_angle)
+    except InvalidInputError:
+        return ra, dec
+    c_ra, c_dec = wcs.pixel_to_world_values((det.width - 1) / 2.0, (det.height - 1) / 2.0)
+    return float(c_ra) % 360.0, float(c_dec)
+
+
+def pointing_row(directory: Path, row, record, camera=None) -> PointingRow:
     """The :class:`PointingRow` of one exposure (``row``: its report ExposureRow)."""
     out = PointingRow(row.visit, row.detector, row.status, time=row.time)
     if row.status != "success":
@@ -122,7 +141,7 @@ def pointing_row(directory: Path, row, record) -> PointingRow:
     out.zero_point, out.psf_fwhm, out.sky = row.zero_point, row.psf_fwhm, row.sky
     if record is not None:
         out.file = Path(record.uri).name
-        out.header_ra, out.header_dec = record.boresight_ra, record.boresight_dec
+        out.header_ra, out.header_dec = expected_centre(camera, record)
         out.time = out.time or record.mid_exposure_time.isoformat().replace("+00:00", "Z")
     try:
         document = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
@@ -181,6 +200,7 @@ def pointing_numbers(night) -> tuple[dict[str, Any], list[PointingRow]]:
             root / r.instrument / str(r.visit) / str(r.detector),
             r,
             records.get((r.visit, r.detector)),
+            night.camera,
         )
         for r in night.rows
     ]
