@@ -127,6 +127,7 @@ def test_report_page_embeds_its_figures_and_tables(replayed):
     index, numbers = write_report(root, out)
     page = index.read_text(encoding="utf-8")
     names = ["timeseries", *[f"focal_plane_{q}" for q in QUANTITIES], "latency"]
+    names += ["drift", "drift_track"]
     assert sorted(numbers["figures"]) == sorted(names)
     for name in names:
         png = (out / f"{name}.png").read_bytes()
@@ -138,6 +139,19 @@ def test_report_page_embeds_its_figures_and_tables(replayed):
     assert f"{zp['median']:.4g}" in page
     assert "InvalidInputError" in page and f">{emptied[0]}</td>" in page
     assert f"{numbers['latency']['p95']:.4g}" in page
+
+
+def test_report_pointing_section_finds_the_simulated_pointing_error(replayed, tmp_path):
+    """The simulated headers point 2" off: every solved centre is that close to where
+    the header and the camera put the detector (off-axis detectors included)."""
+    _, numbers = write_report(replayed[0], tmp_path)
+    pointing = numbers["pointing"]
+    solved = [r for r in pointing["rows"] if r["solved"]]
+    assert len(solved) == 10 and pointing["n_solved"] == 10
+    assert {r["detector"] for r in solved} == {0, 4, 8}
+    assert max(r["offset"] for r in solved) < 5.0 / 60.0  # arcmin
+    assert pointing["median_pixel_scale"] == pytest.approx(0.2, rel=0.01)
+    assert len(pointing["not_solved"]) == 2 and all(m["reason"] for m in pointing["not_solved"])
 
 
 def test_report_command_prints_summary(replayed, capsys, tmp_path):

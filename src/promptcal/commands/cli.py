@@ -30,6 +30,7 @@ COMMAND_MODULES: dict[str, str] = {
     "simulate-night": "simulate_night",
     "replay": "replay",
     "report": "report",
+    "archive": "archive",
 }
 
 

@@ -63,6 +63,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--snap-wait", type=float, default=60.0, help="wait for the other snaps after the first [s]"
     )
     p.add_argument(
+        "--next-visit-wait",
+        type=float,
+        default=0.0,
+        help="hold a complete exposure for its next-visit until no message came for this "
+        "long [s] (replays at full speed; 0: no hold)",
+    )
+    p.add_argument(
         "--grace-period",
         type=float,
         default=30.0,
@@ -211,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         topic_prefix=args.prefix,
         poll_timeout=args.poll_timeout,
         snap_wait=args.snap_wait,
+        next_visit_wait=args.next_visit_wait,
         grace_period=args.grace_period,
         http_host=args.http_host,
         http_port=args.http_port,

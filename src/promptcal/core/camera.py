@@ -13,7 +13,8 @@ File format (JSON, ``format_version`` 1)
         {"id": 0, "name": "S00", "width": 2048, "height": 2048,      // [px]
          "center_x_mm": -20.98, "center_y_mm": -20.98,              // [mm] focal plane
          "rotation_deg": 0.0,                                       // [deg]
-         "pixel_size_um": null}                                     // optional override
+         "pixel_size_um": null,                                     // optional override
+         "saturation": null}                                        // [count], optional
       ]
     }
 
@@ -60,6 +61,9 @@ class DetectorGeometry(BaseModel):
     center_y_mm: float = Field(description="Focal-plane y of the detector centre [mm].")
     rotation_deg: float = Field(0.0, description="Focal-plane +x to detector +x, CCW [deg].")
     pixel_size_um: float | None = Field(None, gt=0, description="Override of the pixel size [um].")
+    saturation: float | None = Field(
+        None, gt=0, description="Saturation level [count]; overrides the files' SATURATE."
+    )
 
 
 class Camera(BaseModel):

@@ -26,7 +26,7 @@ class _Record(BaseModel):
 
 
 class VisitRecord(_Record):
-    """One visit of the night, with the truth it was simulated from."""
+    """One visit of the night, with the truth it was simulated from (None: archived)."""
 
     visit: int = Field(ge=0, description="Visit id (YYYYMMDDsssss).")
     group_id: str = Field(description="Observatory group id.")
@@ -37,11 +37,13 @@ class VisitRecord(_Record):
     start_time: dt.datetime = Field(description="Shutter opening of the first snap (UTC).")
     exposure_time: float = Field(gt=0, description="Open-shutter time per snap [s].")
     n_snaps: int = Field(ge=1, le=2, description="Snaps in the visit.")
-    seeing: float = Field(gt=0, description="True PSF FWHM [arcsec].")
-    sky: float = Field(ge=0, description="True sky level of the whole visit [count/px].")
-    transparency: float = Field(gt=0, description="True transparency [-].")
-    calibration: float = Field(gt=0, description="True calibration [nJy/count].")
-    zero_point: float = Field(description="True zero point [AB mag] (31.4 - 2.5 log10 cal).")
+    seeing: float | None = Field(None, gt=0, description="True PSF FWHM [arcsec].")
+    sky: float | None = Field(None, ge=0, description="True sky level of the visit [count/px].")
+    transparency: float | None = Field(None, gt=0, description="True transparency [-].")
+    calibration: float | None = Field(None, gt=0, description="True calibration [nJy/count].")
+    zero_point: float | None = Field(
+        None, description="True zero point [AB mag] (31.4 - 2.5 log10 cal)."
+    )
 
 
 class ExposureRecord(_Record):
@@ -57,7 +59,19 @@ class ExposureRecord(_Record):
     boresight_ra: float = Field(description="Boresight RA [deg].")
     boresight_dec: float = Field(description="Boresight Dec [deg].")
     rotation_angle: float = Field(description="Sky rotation angle [deg].")
-    seed: int = Field(ge=0, description="Seed of the simulated (visit, detector).")
+    seed: int | None = Field(None, ge=0, description="Seed of the simulated (visit, detector).")
+    pixel_scale: float | None = Field(
+        None, gt=0, description="Pixel-scale hint [\"/px]; None: the camera's (archives set it)."
+    )
+    weight_uri: str | None = Field(None, description="Inverse-variance weight file, if any.")
+    mask_uri: str | None = Field(None, description="Mask/DQ file, if any.")
+
+
+class SkippedFile(_Record):
+    """A file ``promptcal archive index`` could not use."""
+
+    path: str = Field(description="The file, relative to the manifest when possible.")
+    reason: str = Field(description="Why, in one line.")
 
 
 class NightManifest(_Record):
@@ -71,6 +85,14 @@ class NightManifest(_Record):
     config: dict = Field(description="The NightConfig simulated.")
     visits: tuple[VisitRecord, ...] = Field(description="Visits in time order.")
     exposures: tuple[ExposureRecord, ...] = Field(description="Snap files.")
+    partition_key: Literal["detector", "visit-detector"] = Field(
+        "detector",
+        description="Kafka key of next-visit/image-ready: the detector (design default), or "
+        "visit:detector so that a one-detector night spreads over the partitions.",
+    )
+    skipped: tuple[SkippedFile, ...] = Field(
+        (), description="Files of the archive that were not indexed, with the reason."
+    )
 
     def visit(self, visit: int) -> VisitRecord:
         """The record of one visit."""

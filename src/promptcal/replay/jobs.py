@@ -145,19 +145,21 @@ def schedule(manifest: NightManifest, jobs: list[ExposureJob]) -> list[Scheduled
 
 
 def next_visit_message(instrument: str, job: ExposureJob, now: float):
-    """The ``next-visit`` message of a job."""
+    """The ``next-visit`` message of a job (pointing and scale of its first snap's record:
+    an archived night's camera centres each detector on its own pointing)."""
     from promptcal.service.messages import NextVisit
 
-    v = job.visit
+    v, first = job.visit, job.snaps[0]
     return NextVisit(
         instrument=instrument,
         visit=v.visit,
         detector=job.detector,
         group_id=v.group_id,
         band=v.band,
-        boresight_ra=v.boresight_ra,
-        boresight_dec=v.boresight_dec,
-        rotation_angle=v.rotation_angle,
+        boresight_ra=first.boresight_ra % 360.0,
+        boresight_dec=first.boresight_dec,
+        rotation_angle=first.rotation_angle,
+        pixel_scale=first.pixel_scale,
         rotation_system="SKY",
         start_time=v.start_time,
         exposure_duration=v.exposure_time,
@@ -181,6 +183,8 @@ def image_ready_message(instrument: str, job: ExposureJob, snap: ExposureRecord,
         mid_exposure_time=snap.mid_exposure_time,
         uri=resolve_uri(snap.uri, base),
         produced_at=now,
+        weight_uri=None if snap.weight_uri is None else resolve_uri(snap.weight_uri, base),
+        mask_uri=None if snap.mask_uri is None else resolve_uri(snap.mask_uri, base),
     )
 
 

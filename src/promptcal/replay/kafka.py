@@ -173,7 +173,7 @@ def replay_kafka(
     """
     from confluent_kafka import Producer
 
-    from promptcal.service.messages import encode
+    from promptcal.service.messages import encode, visit_detector_key
     from promptcal.service.outcome import OutgoingMessage
     from promptcal.stream.publish import Publisher
     from promptcal.stream.topics import TopicNames, producer_config
@@ -229,7 +229,10 @@ def replay_kafka(
                         manifest.instrument, event.job, event.snap, base, now
                     )
                     topic = topics.image_ready
-                batch.append(OutgoingMessage(topic, message.key(), encode(message)))
+                key = message.key()
+                if manifest.partition_key == "visit-detector":
+                    key = visit_detector_key(event.job.visit.visit, event.job.detector)
+                batch.append(OutgoingMessage(topic, key, encode(message)))
                 index += 1
             publisher.publish(batch)
             collect(0.0)

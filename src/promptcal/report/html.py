@@ -5,7 +5,6 @@ number the page shows (:func:`write_report`); and a few lines for the terminal
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
 import json
@@ -13,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from promptcal.report.drift import pointing_section
 from promptcal.report.night_data import PERCENTILES, QUANTITIES, collect_night, summarize
-from promptcal.report.plots import write_figures
+from promptcal.report.plots import img_tag, write_figures
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
@@ -49,13 +49,8 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 0) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
-
-
-def render_html(numbers: dict[str, Any], figures: dict[str, Path]) -> str:
-    """The self-contained page."""
+def render_html(numbers: dict[str, Any], figures: dict[str, Path], extra: str = "") -> str:
+    """The self-contained page (``extra``: HTML of further sections, before Latency)."""
     s = numbers["status"]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>promptcal night report"
@@ -77,9 +72,10 @@ def render_html(numbers: dict[str, Any], figures: dict[str, Path]) -> str:
     ]
     for name in ("timeseries", *[f"focal_plane_{q}" for q in QUANTITIES]):
         if name in figures:
-            parts.append(_img(figures[name]))
+            parts.append(img_tag(figures[name]))
     lat = numbers["latency"]
     parts += [
+        extra,
         "<h2>Latency</h2><p>End-to-end: last snap's image-ready to the calibrated message.</p>",
         _table(
             ["n", *[f"p{p} [s]" for p in PERCENTILES], "max [s]"],
@@ -87,7 +83,7 @@ def render_html(numbers: dict[str, Any], figures: dict[str, Path]) -> str:
         ),
     ]
     if "latency" in figures:
-        parts.append(_img(figures["latency"]))
+        parts.append(img_tag(figures["latency"]))
     failed = [e for e in numbers["exposures"] if e["status"] != "success"]
     parts.append("<h2>Failures</h2>")
     parts.append(
@@ -143,10 +139,11 @@ def write_report(
     numbers = summarize(night)
     numbers["generated"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     figures = write_figures(night, numbers, out)
+    extra = pointing_section(night, numbers, out, figures)
     numbers["figures"] = {k: p.name for k, p in figures.items()}
     (out / "report.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
     index = out / "index.html"
-    index.write_text(render_html(numbers, figures), encoding="utf-8")
+    index.write_text(render_html(numbers, figures, extra), encoding="utf-8")
     return index, numbers
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,8 @@ def detector_medians(night: NightData, quantity: str) -> dict[int, float]:
 def plot_focal_plane(night: NightData, quantity: str, path: Path) -> Path | None:
     """Detectors at their focal-plane positions, coloured by the quantity's median."""
     medians = detector_medians(night, quantity)
-    if night.camera is None or not medians:
-        return None
+    if night.camera is None or len(night.camera.detectors) < 2 or not medians:
+        return None  # one detector (e.g. an archived night): a map would show one box
     camera = night.camera
     fig = Figure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()
@@ -133,3 +134,9 @@ def write_figures(night: NightData, numbers: dict[str, Any], out: Path) -> dict[
         figures[name] = plot_focal_plane(night, quantity, out / f"{name}.png")
     figures["latency"] = plot_latency(night, numbers, out / "latency.png")
     return {k: v for k, v in figures.items() if v is not None}
+
+
+def img_tag(path: Path) -> str:
+    """An inline ``<img>`` of a PNG file (a ``data:`` URI), for self-contained pages."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'

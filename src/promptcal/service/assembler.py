@@ -8,7 +8,12 @@ is complete) or until ``snap_wait`` seconds have passed since the first one (it
 expired). The worker then calibrates what arrived: a missing second snap must not hold
 a detector's result back forever, and one snap is a valid (shallower) exposure. A
 duplicate snap (a replayed message) replaces the earlier copy; both offsets are kept so
-that both are marked done together.
+that both are marked done together. With ``next_visit_wait`` > 0, a complete exposure
+whose ``next-visit`` has not been seen (:meth:`SnapAssembler.announce`) is held for it
+until no message has arrived for that long: its pointing is the hint of a frame
+without a WCS, and a replay at full speed delivers the two topics in no particular
+order (a backlog of next-visits then arrives one calibration at a time, so the wait
+counts from the last message, not from the exposure).
 
 Offset bookkeeping
 ------------------
@@ -78,6 +83,7 @@ class PendingExposure:
     snaps: dict[int, ReceivedSnap] = field(default_factory=dict)
     positions: list[Position] = field(default_factory=list)  # every message, duplicates too
     expired: bool = False
+    completed_at: float | None = None  # monotonic clock when complete but unannounced [s]
 
     @property
     def key(self) -> ExposureKey:
@@ -116,6 +122,9 @@ class SnapAssembler:
         Monotonic time [s] (injectable for tests).
     max_remembered : int
         How many handed-out exposures to remember for :meth:`already_handled`.
+    next_visit_wait : float
+        Hold a complete exposure for its ``next-visit`` until no message has arrived
+        for this long [s] (0: no hold).
     """
 
     def __init__(
@@ -124,10 +133,16 @@ class SnapAssembler:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_remembered: int = 10_000,
+        next_visit_wait: float = 0.0,
     ) -> None:
-        if not snap_wait >= 0:
-            raise InvalidInputError(f"snap_wait must be >= 0 s, got {snap_wait}")
+        if not (snap_wait >= 0 and next_visit_wait >= 0):
+            raise InvalidInputError(
+                f"snap_wait {snap_wait} s and next_visit_wait {next_visit_wait} s must be >= 0"
+            )
         self.snap_wait = float(snap_wait)
+        self.next_visit_wait = float(next_visit_wait)
+        self._announced: OrderedDict[ExposureKey, None] = OrderedDict()
+        self._last_message = -float("inf")  # clock of the last add/announce [s]
         self._clock = clock
         self._pending: dict[ExposureKey, PendingExposure] = {}
         # Exposures already handed out, so that a late duplicate snap (a producer retry)
@@ -149,6 +164,7 @@ class SnapAssembler:
         """
         msg = snap.message
         key = (msg.instrument, msg.visit, msg.detector)
+        self._last_message = self._clock()
         pending = self._pending.get(key)
         if pending is None:
             pending = PendingExposure(
@@ -170,9 +186,30 @@ class SnapAssembler:
         pending.snaps[msg.snap] = snap
         pending.positions.append(snap.position)
         if pending.complete:
+            if self.next_visit_wait > 0 and key not in self._announced:
+                pending.completed_at = self._clock()  # hold it for its next-visit
+                return None
             self._hand_out(pending)
             return pending
         return None
+
+    def announce(self, instrument: str, visit: int, detector: int) -> PendingExposure | None:
+        """The ``next-visit`` of an exposure was handled; returns it if it was held."""
+        key = (instrument, visit, detector)
+        self._last_message = self._clock()
+        self._announced[key] = None
+        while len(self._announced) > self.max_remembered:
+            self._announced.popitem(last=False)
+        pending = self._pending.get(key)
+        if pending is None or not pending.complete:
+            return None
+        self._hand_out(pending)
+        return pending
+
+    def _deadline(self, pending: PendingExposure) -> float:
+        if pending.completed_at is not None:
+            return max(pending.completed_at, self._last_message) + self.next_visit_wait
+        return pending.first_seen + self.snap_wait
 
     def _hand_out(self, pending: PendingExposure) -> None:
         del self._pending[pending.key]
@@ -187,10 +224,19 @@ class SnapAssembler:
     def expired(self) -> list[PendingExposure]:
         """Remove and return the exposures whose wait is over (``expired`` set)."""
         now = self._clock()
-        done = [p for p in self._pending.values() if now - p.first_seen >= self.snap_wait]
+        done = [p for p in self._pending.values() if now >= self._deadline(p)]
         for pending in done:
-            pending.expired = True
             self._hand_out(pending)
+            if pending.completed_at is not None:
+                logger.warning(
+                    "visit %d detector %d: no next-visit (%.1f s without messages); "
+                    "processing without it",
+                    pending.visit,
+                    pending.detector,
+                    self.next_visit_wait,
+                )
+                continue
+            pending.expired = True
             logger.warning(
                 "visit %d detector %d: %d of %d snaps after %.1f s; processing what arrived",
                 pending.visit,
@@ -205,8 +251,7 @@ class SnapAssembler:
         """Time until the oldest pending exposure expires [s] (``None``: nothing pending)."""
         if not self._pending:
             return None
-        oldest = min(p.first_seen for p in self._pending.values())
-        return max(0.0, oldest + self.snap_wait - self._clock())
+        return max(0.0, min(map(self._deadline, self._pending.values())) - self._clock())
 
     def drop_partitions(self, partitions: Iterable[tuple[str, int]]) -> list[PendingExposure]:
         """Forget the exposures with a snap from these (topic, partition)s (revoked).

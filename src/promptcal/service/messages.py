@@ -137,6 +137,9 @@ class NextVisit(_Exposure):
     private_sndStamp: UnixTime = Field(  # Rubin's field name
         description="When the message was sent, POSIX time [s]."
     )
+    pixel_scale: float | None = Field(
+        None, gt=0.0, description="Detector pixel scale [arcsec/px] if not the camera's."
+    )
 
     def key(self) -> bytes:
         """Keyed by detector (co-partitioned with ``image-ready``)."""
@@ -159,6 +162,8 @@ class ImageReady(_Exposure):
     mid_exposure_time: UtcTime = Field(description="Mid-exposure time, ISO 8601 (UTC).")
     uri: Name = Field(description="Where the snap is: file://..., s3://... (fsspec URL).")
     produced_at: UnixTime = Field(description="When the message was produced, POSIX time [s].")
+    weight_uri: str | None = Field(None, description="Inverse-variance weight file, if any.")
+    mask_uri: str | None = Field(None, description="Mask/DQ file of the snap, if any.")
 
     @model_validator(mode="after")
     def _check_snap(self) -> Self:

@@ -127,8 +127,18 @@ class Preloader:
                 f"rotation_system {message.rotation_system!r}: only SKY allows a footprint "
                 "prediction"
             )
+        camera = self.camera
+        scale = camera.detector_pixel_scale(message.detector)
+        if message.pixel_scale is not None:
+            # The message knows this detector's scale better (archived nights): the
+            # camera's plate scale is rescaled so that footprint and hint use it.
+            factor = message.pixel_scale / scale
+            camera = camera.model_copy(
+                update={"pixel_scale_arcsec": camera.pixel_scale_arcsec * factor}
+            )
+            scale = float(message.pixel_scale)
         args = (
-            self.camera,
+            camera,
             message.detector,
             message.boresight_ra,
             message.boresight_dec,
@@ -136,9 +146,8 @@ class Preloader:
         )
         ra, dec = predict_detector_footprint(*args, padding_arcsec=self.padding_arcsec)
         wcs = predict_detector_wcs(*args)
-        det = self.camera.detector(message.detector)
+        det = camera.detector(message.detector)
         c_ra, c_dec = wcs.pixel_to_world_values((det.width - 1) / 2.0, (det.height - 1) / 2.0)
-        scale = self.camera.detector_pixel_scale(message.detector)
         shards = self.loader.shards_for_region(
             ra, dec, margin_deg=self.extra_margin_px * scale / 3600.0
         )

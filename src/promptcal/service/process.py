@@ -145,8 +145,11 @@ class ExposureProcessor:
         self.retries = retries
         self.backoff = backoff
 
-    def read(self, snaps: list[ReceivedSnap]) -> tuple[list, list[Path]]:
-        """The snaps' exposures, with the messages' visit, detector and band."""
+    def read(
+        self, snaps: list[ReceivedSnap], saturation: float | None = None
+    ) -> tuple[list, list[Path]]:
+        """The snaps' exposures, with the messages' visit, detector and band (and the
+        camera's saturation level, when it has one)."""
         from promptcal.core.exposure import Detector
         from promptcal.io import read_exposure
 
@@ -154,11 +157,18 @@ class ExposureProcessor:
         for snap in snaps:
             msg = snap.message
             path = uri_to_path(msg.uri)
+            weight, mask = (
+                None if uri is None else uri_to_path(uri)
+                for uri in (getattr(msg, "weight_uri", None), getattr(msg, "mask_uri", None))
+            )
 
-            def read(path=path, band=msg.band):
-                if not path.is_file():  # absent: the message is wrong, not the storage
-                    raise InvalidInputError(f"snap file {path} does not exist")
-                return read_exposure(path, band=band)
+            def read(path=path, band=msg.band, weight=weight, mask=mask):
+                for item in (path, weight, mask):
+                    if item is not None and not item.is_file():  # the message is wrong
+                        raise InvalidInputError(f"snap file {item} does not exist")
+                return read_exposure(
+                    path, band=band, weight_path=weight, mask_path=mask, saturation=saturation
+                )
 
             exposure = with_retries(read, f"reading {path}", self.retries, self.backoff)
             exposure.visit_info.exposure_id = int(msg.visit)
@@ -202,7 +212,9 @@ class ExposureProcessor:
 
         started = time.time()
         t0 = time.perf_counter()
-        exposures, paths = self.read(pending.ordered_snaps())
+        exposures, paths = self.read(
+            pending.ordered_snaps(), _camera_saturation(preloader, pending.detector)
+        )
         read_time = time.perf_counter() - t0
         # Shards still cached from a preload that finished before the pixels came?
         preloaded = (
@@ -373,3 +385,11 @@ class ExposureProcessor:
         from promptcal.pipeline.astrometry.fitter import PointingHint
 
         return PointingHint(record.center[0], record.center[1], record.pixel_scale, record.rotation)
+
+
+def _camera_saturation(preloader: Preloader | None, detector: int) -> float | None:
+    """The camera's saturation level of ``detector`` [count] (archive cameras set it)."""
+    try:
+        return preloader.camera.detector(detector).saturation
+    except (AttributeError, InvalidInputError):
+        return None

@@ -32,6 +32,9 @@ class WorkerSettings(BaseModel):
     snap_wait: float = Field(
         60.0, ge=0, description="Wait for the other snaps after the first one [s]."
     )
+    next_visit_wait: float = Field(
+        0.0, ge=0, description="Hold an exposure for its next-visit until this long idle [s]."
+    )
     grace_period: float = Field(
         30.0, gt=0, description="SIGTERM to exit, including the exposure in hand [s]."
     )

@@ -108,7 +108,7 @@ class Worker:
             liveness_timeout=settings.liveness_timeout(),
         )
         self.topics = TopicNames(settings.topic_prefix)
-        self.assembler = SnapAssembler(settings.snap_wait)
+        self.assembler = SnapAssembler(settings.snap_wait, next_visit_wait=settings.next_visit_wait)
         self.offsets = OffsetTracker()
         self.preloader = Preloader(
             refcat,
@@ -365,6 +365,9 @@ class Worker:
                 self.metrics.preload_duration.observe(record.duration)
             self._done([raw.position])
             self._emit("preloaded", record=record)
+            held = self.assembler.announce(visit.instrument, visit.visit, visit.detector)
+            if held is not None:  # its snaps came first (replay at full speed)
+                self._process(held)
             return
         m = snap.message
         logger.info(
