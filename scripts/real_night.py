@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "solved": pointing["n_solved"],
         "median_pixel_scale": pointing["median_pixel_scale"],
         "max_consecutive_distance_arcmin": pointing["max_consecutive_distance_arcmin"],
+        "gaps": pointing["gaps"],
         "max_header_offset_arcmin": pointing["max_header_offset_arcmin"],
         "not_solved": [[m["file"], m["reason"]] for m in pointing["not_solved"]],
         "workers": args.workers,

@@ -24,7 +24,13 @@ from worker_helpers import Visit, image_ready
 from promptcal.core.camera import Camera, DetectorGeometry
 from promptcal.night.manifest import ExposureRecord, NightManifest, VisitRecord
 from promptcal.replay.jobs import build_jobs, image_ready_message, next_visit_message
-from promptcal.report.pointing import PointingRow, judge, sky_offset
+from promptcal.report.pointing import (
+    PointingRow,
+    consecutive_steps,
+    judge,
+    sky_offset,
+    split_at_gaps,
+)
 from promptcal.service.assembler import ReceivedSnap, SnapAssembler
 from promptcal.service.preload import Preloader
 
@@ -161,7 +167,7 @@ def test_solved_frame_rules():
             pixel_scale=None,
             n_matches=None,
             median_residual_px=None,
-        ),  # fmt: skip
+        ),
         # Solved, then photometry found no unsaturated reference: solved, and failed.
         row(status="failed", failure="MatcherFailure: no photometric matches"),
     ]
@@ -173,3 +179,21 @@ def test_solved_frame_rules():
     assert rows[4].reason.startswith("median match residual 1.2 px")
     assert rows[5].reason == "AstrometryError: no solution"
     assert rows[6].reason is None and rows[6].failure.startswith("MatcherFailure")
+
+
+def test_steps_across_an_archive_gap_are_reported_apart():
+    def row(minute, dec_arcmin):
+        t = (
+            f"2017-12-20T03:{minute:02d}:00Z"
+            if minute < 60
+            else f"2017-12-20T04:{minute - 60:02d}:00Z"
+        )
+        return PointingRow(1, 0, "success", time=t, ra=10.0, dec=dec_arcmin / 60.0, solved=True)
+
+    # Every 3 min, 0.2' apart; then a 60-min gap with a 4.5' jump; then 3 min again.
+    rows = [row(0, 0.0), row(3, 0.2), row(6, 0.4), row(66, 4.9), row(69, 5.1)]
+    steps, gaps = split_at_gaps(consecutive_steps(rows))
+    assert max(d for d, _, _ in steps) == pytest.approx(0.2, abs=1e-6)
+    ((distance, minutes, after),) = gaps
+    assert distance == pytest.approx(4.5, abs=1e-6) and minutes == pytest.approx(60.0)
+    assert after is rows[3]

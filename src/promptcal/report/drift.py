@@ -135,7 +135,7 @@ def render_section(numbers: dict[str, Any], images: list[str]) -> str:
         f"{100 * d['scale_tolerance']:.0f} % of the night's median "
         f"{_fmt(numbers['median_pixel_scale'], 5)} ″/px). Largest distance between "
         f"consecutive solved centres: {_fmt(numbers['max_consecutive_distance_arcmin'])} "
-        f"arcmin; largest offset from the header pointing: "
+        f"arcmin{_gap_text(numbers.get('gaps') or [])}; largest offset from the header pointing: "
         f"{_fmt(numbers['max_header_offset_arcmin'])} arcmin.</p>",
         *images,
     ]
@@ -143,6 +143,17 @@ def render_section(numbers: dict[str, Any], images: list[str]) -> str:
         if numbers.get(key):
             parts.append(_reason_table(numbers[key], title))
     return "\n".join(parts)
+
+
+def _gap_text(gaps: list[dict[str, Any]]) -> str:
+    """The gaps in the archive, whose drift is not a consecutive step."""
+    if not gaps:
+        return ""
+    items = ", ".join(
+        f"{_fmt(g['distance_arcmin'])}′ over {_fmt(g['minutes'])} min before {_fmt(g['before'])}"
+        for g in gaps
+    )
+    return f" (gaps in the archive, not counted: {items})"
 
 
 def _reason_table(entries: list[dict[str, Any]], title: str) -> str:

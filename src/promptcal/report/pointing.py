@@ -184,14 +184,37 @@ def judge(rows: list[PointingRow]) -> float | None:
     return median
 
 
-def consecutive_distances(rows: list[PointingRow]) -> list[float]:
-    """Distances between the centres of consecutive solved frames, in time order [arcmin]."""
+#: Consecutive frames further apart than this × the night's median interval are across a
+#: gap in the archive (e.g. the telescope stopped): their drift is reported separately.
+GAP_FACTOR = 3.0
+
+
+def consecutive_steps(rows: list[PointingRow]) -> list[tuple[float, float, PointingRow]]:
+    """(distance [arcmin], interval [min], later row) between the centres of consecutive
+    solved frames, in time order."""
+    import datetime as dt
+
+    def minutes(text: str) -> float:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() / 60.0
+
     solved = sorted((r for r in rows if r.solved and r.time), key=lambda r: r.time)
     return [
-        sky_offset(a.ra, a.dec, b.ra, b.dec)[2]
+        (sky_offset(a.ra, a.dec, b.ra, b.dec)[2], minutes(b.time) - minutes(a.time), b)
         for a, b in itertools.pairwise(solved)
         if None not in (a.ra, a.dec, b.ra, b.dec)
     ]
+
+
+def split_at_gaps(steps):
+    """(steps within the cadence, steps across gaps): a gap is an interval over
+    :data:`GAP_FACTOR` × the median interval."""
+    if not steps:
+        return [], []
+    limit = GAP_FACTOR * float(np.median([interval for _, interval, _ in steps]))
+    return (
+        [s for s in steps if s[1] <= limit],
+        [s for s in steps if s[1] > limit],
+    )
 
 
 def pointing_numbers(night) -> tuple[dict[str, Any], list[PointingRow]]:
@@ -208,7 +231,7 @@ def pointing_numbers(night) -> tuple[dict[str, Any], list[PointingRow]]:
         for r in night.rows
     ]
     median = judge(rows)
-    steps = consecutive_distances(rows)
+    steps, gaps = split_at_gaps(consecutive_steps(rows))
     offsets = [r.offset for r in rows if r.solved and r.offset is not None]
     numbers = {
         "definition": {
@@ -219,7 +242,16 @@ def pointing_numbers(night) -> tuple[dict[str, Any], list[PointingRow]]:
         "n_exposures": len(rows),
         "n_solved": sum(r.solved for r in rows),
         "median_pixel_scale": median,
-        "max_consecutive_distance_arcmin": max(steps) if steps else None,
+        "max_consecutive_distance_arcmin": max(d for d, _, _ in steps) if steps else None,
+        "gaps": [
+            {
+                "before": row.file,
+                "minutes": interval,
+                "distance_arcmin": distance,
+                "arcmin_per_minute": distance / interval,
+            }
+            for distance, interval, row in gaps
+        ],
         "max_header_offset_arcmin": max(offsets) if offsets else None,
         "not_solved": [
             {"visit": r.visit, "detector": r.detector, "file": r.file, "reason": r.reason}
