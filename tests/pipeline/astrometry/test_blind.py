@@ -16,6 +16,7 @@ from promptcal.pipeline.astrometry.blind import (
     BlindSolveFailed,
     blind_solve,
     chance_probability,
+    log10_binomial_tail,
     log10_tail,
     triangles,
 )
@@ -230,3 +231,12 @@ def test_random_inputs_are_never_accepted():
         closest.append(info.value.best_log10_false_alarm)
     tested = [c for c in closest if c is not None]
     assert min(tested, default=0.0) > -4.0  # far from the -6 that accepts
+
+
+@pytest.mark.parametrize("n", [3, 8, 20, 60])
+def test_log10_binomial_tail_against_a_direct_sum(n):
+    for p in (1e-4, 0.01, 0.2, 0.7):
+        for k in range(1, n + 1):
+            tail = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+            expected = math.log10(max(tail, 1e-300))
+            assert log10_binomial_tail(k, n, p) == pytest.approx(expected, rel=1e-9, abs=1e-12)

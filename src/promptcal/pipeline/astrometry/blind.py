@@ -29,7 +29,7 @@ from itertools import chain
 import numpy as np
 from pydantic import Field
 from scipy.spatial import cKDTree
-from scipy.stats import binom
+from scipy.special import bdtrc
 
 from promptcal.core.config import Config
 from promptcal.pipeline.astrometry.matchers import Similarity, nn_match
@@ -241,8 +241,14 @@ def log10_tail(sim: Similarity, src, exclude, ref, tree, width, height, radius):
         for n in sizes:
             k = int(cum[n - 1])
             if k > 0 and p > 0:
-                best = min(best, float(binom.logsf(k - 1, n, p)) / math.log(10))
+                best = min(best, log10_binomial_tail(k, n, p))
     return best, len(sizes) * len(RADIUS_FRACTIONS)
+
+
+def log10_binomial_tail(k: int, n: int, p: float) -> float:
+    """log10 P(X ≥ k) for X ~ Binomial(n, p); floored at 1e-300 (scipy.stats, which
+    would give the same, takes ~0.7 s to import: most of a cold start)."""
+    return math.log10(max(float(bdtrc(k - 1, n, p)), 1e-300))
 
 
 def _count_matches(a, b, parity, src, tree, radius):
