@@ -193,6 +193,7 @@ def fit_astrometry(
     bbox,
     config: AstrometryConfig | None = None,
     pointing_hint: PointingHint | None = None,
+    n_saturated: int = 0,
 ) -> AstrometryResult:
     """Match sources to references and fit a TAN-SIP WCS.
 
@@ -215,6 +216,10 @@ def fit_astrometry(
     config : AstrometryConfig, optional
     pointing_hint : PointingHint, optional
         Used by recovery mode; defaults to the initial WCS's centre and scale.
+    n_saturated : int
+        Bright sources left out of the source list because they are saturated; as
+        many of the brightest references on the detector sit out the pattern vote, so
+        that both lists start at the same brightness [1].
 
     Returns
     -------
@@ -245,7 +250,7 @@ def fit_astrometry(
     used_recovery = False
     if initial_wcs is not None and not c.force_recovery:
         try:
-            solver = Solver((sx, sy, sf), rra, rdec, rf, bbox, c)
+            solver = Solver((sx, sy, sf), rra, rdec, rf, bbox, c, n_saturated)
             solution = solver.solve(initial_wcs, vote_free_tolerance=c.trusted_wcs_tolerance_px)
         except NoSolution as exc:
             attempts.append(f"default mode: {exc}")

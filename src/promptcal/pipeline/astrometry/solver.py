@@ -66,8 +66,9 @@ def _mag_outliers(src_flux, ref_flux, nsigma, min_n):
 class Solver:
     """Default-mode solve from one initial WCS."""
 
-    def __init__(self, src, ref_ra, ref_dec, ref_flux, bbox, config):
+    def __init__(self, src, ref_ra, ref_dec, ref_flux, bbox, config, n_saturated: int = 0):
         self.src_x, self.src_y, self.src_flux = src
+        self.n_saturated = n_saturated
         self.ref_ra, self.ref_dec, self.ref_flux = ref_ra, ref_dec, ref_flux
         self.bbox = bbox
         self.config = config
@@ -98,6 +99,27 @@ class Solver:
         rayleigh = np.median(resid) / 1.1774 if len(resid) else 0.0
         c = self.config
         return max(c.match_tolerance_floor_px, mean + 2 * std, c.match_tolerance_nsigma * rayleigh)
+
+    def _without_saturated(self, ref_in, ref_on_chip, meta):
+        """``ref_in`` without the references as bright as the saturated sources.
+
+        Saturated stars are not astrometric sources, so the brightest sources that vote
+        are the brightest *unsaturated* ones. On a deep field the brightest references
+        are all saturated stars: voting with them, the two lists would hardly overlap.
+        The ``n_saturated`` brightest references on the chip, and every reference at
+        least as bright, are left out (at least 3 references always stay).
+        """
+        flux = self.ref_flux[ref_on_chip]
+        flux = np.sort(flux[np.isfinite(flux)])[::-1]
+        k = min(self.n_saturated, flux.size)
+        if k == 0:
+            return ref_in
+        limit = flux[k - 1]
+        keep = ref_in[~(self.ref_flux[ref_in] >= limit)]
+        if len(keep) < 3:
+            return ref_in
+        meta["n_refs_left_out_as_saturated"] = int(len(ref_in) - len(keep))
+        return keep
 
     def _vote(self, src_plane, ref_in, meta):
         """Rotation × shift vote of the brightest objects; returns the affine start."""
@@ -170,7 +192,13 @@ class Solver:
         if len(ref_in) < 3 or len(self.src_x) < 3:
             raise NoSolution(f"{len(self.src_x)} sources and {len(ref_in)} refs on the detector")
         if vote_free_tolerance is None:
-            affine = self._vote(src_plane, ref_in, meta)
+            on_chip = np.all(
+                (self.ref_plane[ref_in] >= foot.min(axis=0))
+                & (self.ref_plane[ref_in] <= foot.max(axis=0)),
+                axis=1,
+            )
+            ref_vote = self._without_saturated(ref_in, ref_in[on_chip], meta)
+            affine = self._vote(src_plane, ref_vote, meta)
             tol = 2.0 * c.vote_bin_px
         else:
             affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])

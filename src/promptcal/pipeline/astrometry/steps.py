@@ -127,6 +127,13 @@ def _refit(config: AstrometryConfig, exposure, sources, refs, ref_flux, bad_flag
         return None
 
 
+def _n_saturated_left_out(catalog, selected: np.ndarray) -> int:
+    """Saturated sources of ``catalog`` that are not among the ``selected`` rows."""
+    saturated = np.asarray(catalog["base_PixelFlags_flag_saturated"], bool).copy()
+    saturated[selected] = False
+    return int(saturated.sum())
+
+
 def fit_wcs(config: AstrometryConfig, exposure, psf_stars, refs, ref_flux, hint):
     """Fit the WCS on ``psf_stars`` (spec A6); updates the exposure and the catalog.
 
@@ -164,6 +171,7 @@ def fit_wcs(config: AstrometryConfig, exposure, psf_stars, refs, ref_flux, hint)
         # Clipped fluxes of saturated stars would all be magnitude outliers.
         config=config.model_copy(update={"do_magnitude_outlier_rejection": False} if blind else {}),
         pointing_hint=hint,
+        n_saturated=_n_saturated_left_out(psf_stars, selected),
     )
     exposure.wcs = result.wcs
     used = np.zeros(len(psf_stars), bool)
