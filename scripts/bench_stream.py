@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Benchmark the streaming worker against ``CalibrateImageTask.run`` measured in the same run.
 
-Simulates K LSST-sized exposures (default 8 of 4096×4072 px, ~3,000 stars, the sky of
-``scripts/bench_core.py``, each field 1° apart in RA) and a reference catalog of their
+Simulates K LSST-sized exposures (default 8 of the ``--sky`` of ``scripts/benchsky.py``,
+default ``moffat``: 4072×4000 px, 3,000 stars up to saturation; ``--sky legacy`` is
+the 4096×4072 sky of the earlier runs; each field 1° apart in RA) and a reference catalog of their
 truth, plus small 512×512 "priming" exposures, all written before anything is timed.
 Then, on the bundled local broker (``LocalBroker``, topics with 2 partitions):
 
@@ -34,7 +35,7 @@ read, calibrate (the task's ``run`` timer), write, and publish (``calibrated``
 one JSON object; the machine's load average before and after is included (run nothing
 else heavy meanwhile).
 
-Usage: ``python scripts/bench_stream.py [--exposures 8 --width 4096 --height 4072]``
+Usage: ``python scripts/bench_stream.py [--exposures 8 --sky moffat]``
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench_core import SINGLE_THREAD_ENV, sky_config  # scripts/ is on sys.path as a script
+from bench_core import SINGLE_THREAD_ENV  # scripts/ is on sys.path as a script
+from benchsky import add_sky_arguments, bench_sky, sky_info
 
 INSTRUMENT = "BenchCam"
 PARTITIONS = 2
@@ -74,8 +76,8 @@ def simulate(args, directory: Path) -> tuple[list[str], list[str], str]:
 
     big, small, truths = [], [], []
     for k in range(args.exposures):
-        config = sky_config(args, ra=150.0 + k, exposure_id=k + 1)
-        sim = simulate_exposure(config, seed=args.seed + k)
+        sky = bench_sky(args, ra=150.0 + k, exposure_id=k + 1)
+        sim = simulate_exposure(sky.config, seed=args.seed + k)
         truths.append(_unique_ids(sim.truth, k))
         path = directory / f"big{k}.fits"
         write_exposure(sim.exposure, path)
@@ -90,7 +92,8 @@ def simulate(args, directory: Path) -> tuple[list[str], list[str], str]:
         write_exposure(sim.exposure, path)
         small.append(str(path))
     source = directory / "refcat_source.parquet"
-    refcat_table_from_truth(vstack(truths), "r").write(source, format="parquet")
+    options = bench_sky(args).refcat_options  # the big skies' (stars only, scatter)
+    refcat_table_from_truth(vstack(truths), "r", **options).write(source, format="parquet")
     refcat = directory / "refcat"
     build_refcat(source, refcat, ra_col="ra", dec_col="dec", bands={"r": ("r_flux", "nJy")})
     return big, small, str(refcat)
@@ -441,12 +444,7 @@ def clear(workers: list[ServeProcess]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", type=int, default=8, help="K exposures (even)")
-    parser.add_argument("--width", type=int, default=4096)
-    parser.add_argument("--height", type=int, default=4072)
-    parser.add_argument("--stars", type=int, default=3000)
-    parser.add_argument("--flux-min", type=float, default=3000.0, help="faintest star [count]")
-    parser.add_argument("--fwhm", type=float, default=3.5, help="PSF FWHM [px]")
-    parser.add_argument("--seed", type=int, default=3)
+    add_sky_arguments(parser, many=False)  # --sky (default moffat) and its overrides
     parser.add_argument(
         "--no-pin", action="store_true", help="let the workers run on any CPU (no --cpus)"
     )
@@ -540,7 +538,7 @@ def main() -> None:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     ratio = two["exposures_per_s"] / one["exposures_per_s"]
     report = {
-        "image": {"width": args.width, "height": args.height, "n_stars": args.stars},
+        "image": sky_info(bench_sky(args)),
         "worker_cpus": {"w1": cpus[0], "w2": cpus[-1]},
         "n_exposures": len(big),
         "simulate_seconds": simulate_seconds,

@@ -12,12 +12,13 @@ saturated), kept for continuity. The others look like a post-ISR LSST detector
   columns (:mod:`promptcal.simulate.detector`);
 - a Moffat (β 2.5) or Gaussian PSF whose FWHM grows from 3.2 px at one corner to
   4.0 px at the opposite one, slightly elliptical;
-- 300 exponential galaxies, 150 cosmic-ray tracks of 1–12 px, two bad columns;
+- 300 exponential galaxies (a tenth of the stars), 150 cosmic-ray tracks of 1–12 px
+  (fewer on a smaller image), two bad columns;
 - SIP distortion of 2 px at the worst corner; the header WCS (TAN only) is off by
   20″ and rotated by 0.5°;
 - a reference catalog of the true stars only (no galaxies), with 0.02 mag scatter.
 
-``crowded`` is the Moffat sky with 18,000 stars and 2,000 galaxies; its star counts
+``crowded`` is the Moffat sky with 18,000 stars and 2,000 galaxies (a ninth); its star counts
 rise towards faint fluxes as Galactic star counts do (dN/dF ∝ F⁻¹·⁷⁵, i.e. about ×2
 per magnitude), so it has about as many saturated stars as ``moffat`` but six times
 the faint ones.
@@ -93,11 +94,13 @@ def _legacy(overrides: dict) -> BenchSky:
 
 def _realistic(name: str, overrides: dict) -> BenchSky:
     crowded = name == "crowded"
+    n_stars = overrides.get("n_stars", 18000 if crowded else 3000)
+    area = overrides.get("width", 4072) * overrides.get("height", 4000) / (4072 * 4000)
     values = {
         "width": 4072,
         "height": 4000,
-        "n_stars": 18000 if crowded else 3000,
-        "n_galaxies": 2000 if crowded else 300,
+        "n_stars": n_stars,
+        "n_galaxies": round(n_stars / (9 if crowded else 10)),
         "star_flux_max": 3.0e6,
         "star_flux_power": 1.75 if crowded else 1.0,
         "psf_model": "gaussian" if name == "gaussian" else "moffat",
@@ -111,7 +114,7 @@ def _realistic(name: str, overrides: dict) -> BenchSky:
         "background_gradient_x": 0.005,
         "background_gradient_y": -0.004,
         "galaxy_flux_max": 2.0e5,
-        "n_cosmic_rays": 150,
+        "n_cosmic_rays": round(150 * area),
         "cr_length_max": 12.0,
         "n_bad_columns": 2,
         "sip_order": 3,
