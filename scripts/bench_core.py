@@ -68,6 +68,15 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
+def task_config(files: dict):
+    """The ``CalibrateImageConfig`` with the ``--set`` overrides of the benchmark."""
+    from promptcal.config import parse_set_option
+    from promptcal.pipeline import CalibrateImageConfig
+
+    pairs = dict(parse_set_option(text) for text in files.get("set", []))
+    return CalibrateImageConfig().with_overrides(pairs) if pairs else CalibrateImageConfig()
+
+
 def _warm_up() -> None:
     from promptcal.pipeline import CalibrateImageTask
     from promptcal.simulate.upstream import make_upstream_dataset
@@ -90,7 +99,7 @@ def _sep(exposure, files, truth) -> dict:
 def _psf_phase(exposure, files, truth, task=None) -> dict:
     from promptcal.pipeline import CalibrateImageTask
 
-    task = task or CalibrateImageTask()
+    task = task or CalibrateImageTask(task_config(files))
     result = task.compute_psf(exposure)
     task.measure_aperture_correction(exposure, result.psf_stars)
     return {"n_psf_stars": len(result.psf_stars), "_task": task}
@@ -101,7 +110,7 @@ def _run(exposure, files, truth) -> dict:
     from promptcal.pipeline import CalibrateImageTask
     from promptcal.refcat import RefcatLoader
 
-    task = CalibrateImageTask(refcat=RefcatLoader(files["refcat"]))
+    task = CalibrateImageTask(task_config(files), refcat=RefcatLoader(files["refcat"]))
     result = None
     try:
         result = task.run(exposures=exposure)
@@ -209,29 +218,36 @@ def child_calibrate(files: dict, repeat: int) -> dict:
     from promptcal.cli import main
 
     _warm_up()
-    times = []
-    path, refcat = files["exposure"], files["refcat"]
+    times, codes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(repeat):
             start = time.perf_counter()
-            code = main(["calibrate", path, "--refcat", refcat, "--output", f"{tmp}/{k}"])
+            codes.append(main([*calibrate_command(files), "--output", f"{tmp}/{k}"]))
             times.append(time.perf_counter() - start)
-            if code != 0:
-                raise RuntimeError(f"promptcal calibrate exited {code}")
-    return {"seconds": statistics.median(times), "all": times, "peak_rss_gb": peak_rss_gb()}
+    return {
+        "seconds": statistics.median(times),
+        "all": times,
+        "exit_codes": codes,  # 3: an algorithm failure, partial products written
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
-def cold_calibrate(files: dict) -> float:
-    """Wall time of one ``promptcal calibrate`` in a new process [s]."""
+def calibrate_command(files: dict) -> list[str]:
+    """``calibrate`` arguments (no ``--output``) with the ``--set`` overrides."""
+    command = ["calibrate", files["exposure"], "--refcat", files["refcat"]]
+    for text in files.get("set", []):
+        command += ["--set", text]
+    return command
+
+
+def cold_calibrate(files: dict) -> tuple[float, int]:
+    """Wall time [s] and exit code of one ``promptcal calibrate`` in a new process."""
     env = {**os.environ, **SINGLE_THREAD_ENV}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "promptcal.cli", "calibrate", files["exposure"], "--refcat",
-             files["refcat"], "--output", tmp],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        return time.perf_counter() - start
+        command = [sys.executable, "-m", "promptcal.cli", *calibrate_command(files)]
+        out = subprocess.run([*command, "--output", tmp], env=env, capture_output=True)
+        return time.perf_counter() - start, out.returncode
 
 
 def run_child(kind: str, files: dict, repeat: int) -> dict:
@@ -260,6 +276,7 @@ def variant_report(name: str, files: dict, compare: dict, memory: dict, cli: dic
     within = {k: measured[k] <= v for k, v in limits.items()}
     report = {
         "image": files["info"],
+        "run_failure": compare["run"].get("failure"),
         **{m: compare[m] for m in METHODS},
         "compare_peak_rss_gb": compare["peak_rss_gb"],
         "memory": memory,
@@ -284,6 +301,7 @@ def measure_sky(args, name: str, directory: Path) -> dict:
     sky = bench_sky(args, name)
     t0 = time.perf_counter()
     files = write_bench_sky(sky, directory / name, args.seed)
+    files["set"] = args.set
     files["info"]["simulate_seconds"] = time.perf_counter() - t0
     print(f"[bench_core] {name}: simulated, comparing", file=sys.stderr, flush=True)
     compare = run_child("compare", files, args.repeat)
@@ -291,7 +309,7 @@ def measure_sky(args, name: str, directory: Path) -> dict:
     cli = None
     if not args.no_cli:
         cli = run_child("calibrate", files, args.repeat)
-        cli["cold_process_seconds"] = cold_calibrate(files)
+        cli["cold_process_seconds"], cli["cold_exit_code"] = cold_calibrate(files)
     return variant_report(name, files, compare, memory, cli)
 
 
@@ -300,6 +318,10 @@ def main() -> None:
     add_sky_arguments(parser, many=True)
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds (median)")
     parser.add_argument("--no-cli", action="store_true", help="skip promptcal calibrate")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="CalibrateImageConfig override for run, psf_phase and calibrate (repeatable)",
+    )  # fmt: skip
     parser.add_argument(
         "--child", choices=["compare", "memory", "calibrate"], help=argparse.SUPPRESS
     )
@@ -325,7 +347,8 @@ def main() -> None:
         for name in args.sky:
             variants[name] = measure_sky(args, name, Path(tmp))
     load = os.getloadavg()
-    print(json.dumps({"variants": variants, "load_average": load, "repeat": args.repeat}, indent=2))
+    meta = {"load_average": load, "repeat": args.repeat, "set": args.set}
+    print(json.dumps({"variants": variants, **meta}, indent=2))
 
 
 if __name__ == "__main__":

@@ -49,5 +49,8 @@ def test_bench_core_reports_every_sky():
             "cold_calibrate_s",
             "cold_over_in_process",
         }
+        assert variant["run_failure"] is None
+        assert variant["calibrate_cli"]["exit_codes"] == [0]
+        assert variant["calibrate_cli"]["cold_exit_code"] == 0
         assert variant["calibrate_cli"]["cold_process_seconds"] > 0
     assert report["variants"]["moffat"]["image"]["n_saturated_stars"] > 0
