@@ -17,7 +17,10 @@ single-threaded child processes:
   - ``diy``: the DIY peer of ``scripts/bench_diy.py`` (background, extract, winpos,
     aperture photometry, astropy matching and TAN-SIP fit, zero point).
 
-  Times are medians; per-stage times of ``run`` come from the task metadata timers.
+  Times are medians of wall time (``seconds``, the acceptance figures) and of process
+  CPU time (``cpu_seconds``, less sensitive to other jobs on a shared machine; the
+  children are single-threaded); per-stage times of ``run`` come from the task
+  metadata timers.
   ``run`` and ``diy`` are scored against the truth (WCS on a grid, zero point).
 - ``memory``: one ``run()`` after the warm-up; its peak RSS.
 - ``calibrate`` (unless ``--no-cli``): ``promptcal calibrate`` in process after a
@@ -169,18 +172,20 @@ def child_compare(files: dict, repeat: int) -> dict:
     _warm_up()
     truth = load_truth(files["truth"])
     times = {m: [] for m in METHODS}
+    cpu = {m: [] for m in METHODS}  # process CPU time: robust to other jobs on the machine
     stages = {"run": [], "psf_phase": []}
     last: dict[str, dict] = {}
     for k in range(repeat + 1):  # round 0 warms every method on this exposure, untimed
         order = METHODS[k % len(METHODS) :] + METHODS[: k % len(METHODS)]
         for method in order:
             exposure = read_exposure(files["exposure"])
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = functions[method](exposure, files, truth)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu_start
             if k == 0:
                 continue
             times[method].append(elapsed)
+            cpu[method].append(cpu_used)
             task = out.pop("_task", None)
             if task is not None:
                 stages[method].append(task.stage_durations())
@@ -190,6 +195,7 @@ def child_compare(files: dict, repeat: int) -> dict:
     for method in METHODS:
         entry = {k: v for k, v in last[method].items() if not k.startswith("_")}
         entry.update(seconds=statistics.median(times[method]), all=times[method])
+        entry.update(cpu_seconds=statistics.median(cpu[method]), all_cpu=cpu[method])
         if stages.get(method):
             keys = stages[method][0]
             entry["stages"] = {
@@ -271,6 +277,12 @@ def variant_report(name: str, files: dict, compare: dict, memory: dict, cli: dic
         "run_over_sep": compare["run"]["seconds"] / sep_s,
         "diy_over_sep": diy_s / sep_s,
     }
+    cpu = {m: compare[m]["cpu_seconds"] for m in METHODS}
+    cpu_ratios = {
+        "run_over_diy": cpu["run"] / cpu["diy"],
+        "psf_phase_over_sep": cpu["psf_phase"] / cpu["sep"],
+        "run_over_sep": cpu["run"] / cpu["sep"],
+    }
     measured = {**ratios, "run_peak_rss_gb": memory["peak_rss_gb"]}
     limits = LIMITS[name]
     within = {k: measured[k] <= v for k, v in limits.items()}
@@ -281,6 +293,7 @@ def variant_report(name: str, files: dict, compare: dict, memory: dict, cli: dic
         "compare_peak_rss_gb": compare["peak_rss_gb"],
         "memory": memory,
         "ratios": ratios,
+        "cpu_ratios": cpu_ratios,
         "limits": limits,
         "within_limits": within,
     }
@@ -302,6 +315,7 @@ def measure_sky(args, name: str, directory: Path) -> dict:
     t0 = time.perf_counter()
     files = write_bench_sky(sky, directory / name, args.seed)
     files["set"] = args.set
+    files["info"]["load_average_before"] = os.getloadavg()[0]
     files["info"]["simulate_seconds"] = time.perf_counter() - t0
     print(f"[bench_core] {name}: simulated, comparing", file=sys.stderr, flush=True)
     compare = run_child("compare", files, args.repeat)
