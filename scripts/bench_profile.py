@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_core import SINGLE_THREAD_ENV, _warm_up
+from bench_core import SINGLE_THREAD_ENV, _warm_up, task_config
 from benchsky import write_bench_sky
 
 DEFAULT_CASES = (
@@ -128,11 +128,13 @@ def child_profile(files: dict, repeat: int, top: int) -> dict:
 
     def one_run():
         exposure = read_exposure(files["exposure"])
-        task = CalibrateImageTask(refcat=RefcatLoader(files["refcat"]))
-        start = time.perf_counter()
+        task = CalibrateImageTask(task_config(files), refcat=RefcatLoader(files["refcat"]))
+        start, cpu = time.perf_counter(), time.process_time()
         result = task.run(exposures=exposure)
+        cpu_seconds.append(time.process_time() - cpu)
         return time.perf_counter() - start, task, result
 
+    cpu_seconds: list[float] = []
     _warm_up()
     _, _, result = one_run()
     footprints = _footprint_stats(result)
@@ -166,6 +168,7 @@ def child_profile(files: dict, repeat: int, top: int) -> dict:
     return {
         "run_seconds": statistics.median(times),
         "all": times,
+        "run_cpu_seconds": statistics.median(cpu_seconds[1 : 1 + repeat]),
         "stages": stage_median,
         "footprints": footprints,
         "kernels": kernels,
@@ -184,6 +187,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="CalibrateImageConfig override (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,6 +208,7 @@ def main() -> None:
         for k, case in enumerate(args.cases):
             name, overrides = parse_case(case)
             files = write_bench_sky(benchmark_sky(name, **overrides), Path(tmp) / str(k), args.seed)
+            files["set"] = args.set
             print(f"[bench_profile] {case}: simulated, profiling", file=sys.stderr, flush=True)
             cmd = [sys.executable, __file__, "--child", "--files", json.dumps(files)]
             cmd += ["--repeat", str(args.repeat), "--top", str(args.top)]
@@ -209,7 +217,8 @@ def main() -> None:
                 out[case] = {"image": files["info"], "error": proc.stderr[-3000:]}
                 continue
             out[case] = {"image": files["info"], **json.loads(proc.stdout.strip().splitlines()[-1])}
-    print(json.dumps({"cases": out, "load_average": os.getloadavg()}, indent=2))
+    meta = {"load_average": os.getloadavg(), "set": args.set}
+    print(json.dumps({"cases": out, **meta}, indent=2))
 
 
 if __name__ == "__main__":
