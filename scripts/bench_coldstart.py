@@ -12,6 +12,8 @@ With a warm disk cache and a warm Numba cache (``NUMBA_CACHE_DIR``), measures:
   new process the phases: imports, the first ``calibrate`` (loading cached kernels),
   a second ``calibrate`` (warm, the in-process time), with each kernel's first-call
   minus second-call time (the cost of loading it from the cache);
+- ``first_calibrate_profile``: cProfile of a new process's imports and first
+  ``calibrate`` (top functions by own and by cumulative time);
 - ``worker``: a new ``promptcal serve`` from start to ``/readyz`` (its warm-up
   included), against the bundled broker;
 - the Numba cache: files and bytes.
@@ -77,6 +79,30 @@ def importtime(top: int) -> dict:
         "own_by_package": {
             k: round(v, 4) for k, v in sorted(by_root.items(), key=lambda kv: -kv[1])[:top]
         },
+    }
+
+
+def child_first_profile(files: dict, top: int) -> dict:
+    """cProfile of a new process's imports and first ``calibrate``: top own and cumulative."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    from promptcal.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        main(["calibrate", files["exposure"], "--refcat", files["refcat"], "--output", tmp])
+    profiler.disable()
+    rows = []
+    for (path, line, func), (_, nc, tt, ct, _) in pstats.Stats(profiler).stats.items():
+        where = path.split("site-packages/")[-1].split("src/")[-1]
+        rows.append((f"{where}:{line}({func})", round(tt, 4), round(ct, 4), nc))
+    by_own = sorted(rows, key=lambda r: -r[1])[:top]
+    by_cumulative = sorted(rows, key=lambda r: -r[2])[: 2 * top]
+    return {
+        "own": [{"function": f, "tottime": t, "calls": n} for f, t, _, n in by_own],
+        "cumulative": [{"function": f, "cumtime": c, "calls": n} for f, _, c, n in by_cumulative],
     }
 
 
@@ -177,9 +203,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--no-worker", action="store_true", help="skip the worker start-up")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-profile", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child_phases(json.loads(args.child))))
+        return
+    if args.child_profile:
+        print(json.dumps(child_first_profile(json.loads(args.child_profile), args.top)))
         return
     cli = [sys.executable, "-m", "promptcal.cli"]
     report = {
@@ -205,6 +235,12 @@ def main() -> None:
         if child.returncode != 0:
             raise RuntimeError(child.stderr[-3000:])
         report["phases"] = json.loads(child.stdout.strip().splitlines()[-1])
+        command = [sys.executable, __file__, "--child-profile", json.dumps(files)]
+        command += ["--top", str(args.top)]
+        child = subprocess.run(command, env=ENV, capture_output=True, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(child.stderr[-3000:])
+        report["first_calibrate_profile"] = json.loads(child.stdout.strip().splitlines()[-1])
         if not args.no_worker:
             report["worker_ready"] = worker_ready(files["refcat"], args.repeat)
     cold = report["cold_calibrate"]["seconds"]

@@ -101,9 +101,12 @@ def _timed_kernels():
 def _footprint_stats(result) -> dict:
     import numpy as np
 
-    def area(spans):
-        if spans is None or len(spans) == 0:
+    def area(footprints):
+        if footprints is None:
             return 0
+        if hasattr(footprints, "area"):  # a Footprints object
+            return int(np.sum(footprints.area()))
+        spans = footprints  # a span table
         return int(np.sum(np.asarray(spans["x1"]) - np.asarray(spans["x0"]) + 1))
 
     exposure = result.output_exposure
