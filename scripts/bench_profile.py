@@ -120,7 +120,8 @@ def _footprint_stats(result) -> dict:
         "stars_footprint_pixels": area(getattr(result, "stars_footprints", None)),
         "detected_fraction": float(np.mean((mask.array & mask.bit("DETECTED")) != 0)),
         "sat_pixels": int(np.count_nonzero(mask.array & mask.bit("SAT"))),
-        "n_stars_saturated": int(np.sum(stars[flag])) if flag in stars.colnames else None,
+        # result.stars excludes saturated sources; the PSF-phase catalog keeps them.
+        "n_psf_phase_saturated": int(np.sum(result.psf_stars[flag])),
     }
 
 
