@@ -111,11 +111,11 @@ def _footprint_stats(result) -> dict:
 
     exposure = result.output_exposure
     mask = exposure.mask
-    stars = result.stars
+    stars = getattr(result, "stars", None)  # absent when run() failed before the star phase
     flag = "base_PixelFlags_flag_saturated"
     return {
         "n_psf_stars": len(result.psf_stars),
-        "n_stars": len(stars),
+        "n_stars": None if stars is None else len(stars),
         "psf_stars_footprint_pixels": area(getattr(result, "psf_stars_footprints", None)),
         "stars_footprint_pixels": area(getattr(result, "stars_footprints", None)),
         "detected_fraction": float(np.mean((mask.array & mask.bit("DETECTED")) != 0)),
@@ -125,30 +125,66 @@ def _footprint_stats(result) -> dict:
     }
 
 
+def _cpu_timers() -> dict[str, float]:
+    """Make every task timer also add its process CPU time to the returned dict [s]
+    (keys as :meth:`Task.stage_durations`, without the task prefix)."""
+    import contextlib
+
+    from promptcal.task import Task
+
+    totals: dict[str, float] = {}
+    original = Task.timer
+
+    @contextlib.contextmanager
+    def timer(self, name, *args, **kwargs):
+        start = time.process_time()
+        try:
+            with original(self, name, *args, **kwargs):
+                yield
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.process_time() - start
+
+    Task.timer = timer
+    return totals
+
+
 def child_profile(files: dict, repeat: int, top: int) -> dict:
+    from promptcal.errors import AlgorithmError
     from promptcal.io import read_exposure
     from promptcal.pipeline import CalibrateImageTask
     from promptcal.refcat import RefcatLoader
+    from promptcal.task import Struct
+
+    failures: list[str] = []
 
     def one_run():
         exposure = read_exposure(files["exposure"])
         task = CalibrateImageTask(task_config(files), refcat=RefcatLoader(files["refcat"]))
+        result = Struct()  # partial outputs survive an algorithm failure
+        cpu_stage.clear()
         start, cpu = time.perf_counter(), time.process_time()
-        result = task.run(exposures=exposure)
+        try:
+            task.run(exposures=exposure, result=result)
+        except AlgorithmError as error:
+            failures.append(f"{type(error).__name__}: {error}")
         cpu_seconds.append(time.process_time() - cpu)
         return time.perf_counter() - start, task, result
 
     cpu_seconds: list[float] = []
+    cpu_stage = _cpu_timers()
     _warm_up()
     _, _, result = one_run()
     footprints = _footprint_stats(result)
     del result
-    times, stages = [], []
+    times, stages, stages_cpu = [], [], []
     for _ in range(repeat):
         seconds, task, _ = one_run()
         times.append(seconds)
         stages.append(task.stage_durations())
+        stages_cpu.append(dict(cpu_stage))
     stage_median = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
+    keys = stages_cpu[0]
+    stage_cpu_median = {k: statistics.median(s.get(k, 0.0) for s in stages_cpu) for k in keys}
 
     kernel_stats, undo = _timed_kernels()
     try:
@@ -173,7 +209,9 @@ def child_profile(files: dict, repeat: int, top: int) -> dict:
         "run_seconds": statistics.median(times),
         "all": times,
         "run_cpu_seconds": statistics.median(cpu_seconds[1 : 1 + repeat]),
+        "failure": failures[-1] if failures else None,
         "stages": stage_median,
+        "stages_cpu": stage_cpu_median,
         "footprints": footprints,
         "kernels": kernels,
         "kernel_run_seconds": kernel_run_seconds,
