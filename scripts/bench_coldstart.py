@@ -6,7 +6,10 @@ With a warm disk cache and a warm Numba cache (``NUMBA_CACHE_DIR``), measures:
 - ``help``: wall time of ``promptcal calibrate --help`` (median of ``--repeat``), next to
   a bare ``python -c pass`` and ``python -c "import numpy"``;
 - ``importtime``: ``python -X importtime`` of ``promptcal.cli`` plus ``build_parser()``
-  (what every command pays): the top packages by cumulative and by own import time;
+  (``cli``, what every command pays) and of what ``calibrate`` imports when it runs
+  (``calibrate``): the top packages by cumulative and by own import time;
+- ``cold_breakdown``: a cold ``calibrate``'s wall time split into importing the CLI,
+  ``main`` and the rest (interpreter start-up and exit);
 - ``calibrate``: a cold ``promptcal calibrate`` of a 4k exposure of the ``--sky``
   (median of ``--repeat`` new processes, wall time from the parent), and inside one
   new process the phases: imports, the first ``calibrate`` (loading cached kernels),
@@ -52,9 +55,44 @@ def wall(cmd: list[str], repeat: int) -> dict:
     return {"seconds": statistics.median(times), "all": times, "exit_codes": codes}
 
 
-def importtime(top: int) -> dict:
-    """``-X importtime`` of the CLI and its parser: top packages [s]."""
-    code = "from promptcal.cli import build_parser; build_parser()"
+#: What every command imports, and what ``calibrate`` adds when it runs.
+IMPORTS = {
+    "cli": "from promptcal.cli import build_parser; build_parser()",
+    "calibrate": "from promptcal.cli import build_parser; build_parser(); "
+    "import promptcal.io, promptcal.outputs, promptcal.pipeline, promptcal.refcat",
+}
+
+#: Run in a new process: import, then one ``calibrate``; prints the phase times.
+COLD_CODE = """
+import json, sys, time
+t0 = time.perf_counter()
+from promptcal.cli import main
+t1 = time.perf_counter()
+code = main(sys.argv[1:])
+t2 = time.perf_counter()
+print(json.dumps({"import_cli": t1 - t0, "main": t2 - t1, "exit_code": code}))
+"""
+
+
+def cold_breakdown(command: list[str], repeat: int) -> dict:
+    """A new process's wall time split into CLI import, ``main`` and the rest (interpreter
+    start-up and exit) [s], median over ``repeat``."""
+    rows = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_CODE, *command], env=ENV, capture_output=True, text=True
+        )
+        wall_s = time.perf_counter() - start
+        inner = json.loads(out.stdout.strip().splitlines()[-1])
+        rest = wall_s - inner["import_cli"] - inner["main"]
+        rows.append({"wall": wall_s, **inner, "start_and_exit": rest})
+    keys = ("wall", "import_cli", "main", "start_and_exit")
+    return {**{k: statistics.median(r[k] for r in rows) for k in keys}, "all": rows}
+
+
+def importtime(top: int, code: str) -> dict:
+    """``-X importtime`` of ``code``: top packages [s]."""
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], env=ENV, capture_output=True, text=True
     )
@@ -216,7 +254,7 @@ def main() -> None:
         "python_pass": wall([sys.executable, "-c", "pass"], args.repeat),
         "python_import_numpy": wall([sys.executable, "-c", "import numpy"], args.repeat),
         "calibrate_help": wall([*cli, "calibrate", "--help"], args.repeat),
-        "importtime": importtime(args.top),
+        "importtime": {k: importtime(args.top, code) for k, code in IMPORTS.items()},
         "numba_cache": numba_cache(),
     }
     with tempfile.TemporaryDirectory(prefix="bench_coldstart-") as tmp:
@@ -226,6 +264,7 @@ def main() -> None:
             command = [*cli, "calibrate", files["exposure"], "--refcat", files["refcat"]]
             subprocess.run([*command, "--output", out], env=ENV, capture_output=True)  # warm disk
             report["cold_calibrate"] = wall([*command, "--output", out], args.repeat)
+            report["cold_breakdown"] = cold_breakdown([*command[3:], "--output", out], args.repeat)
         child = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(files)],
             env=ENV,
