@@ -8,7 +8,8 @@ In a fresh single-threaded child per case, after a warm-up and one untimed run:
 
 - ``stages``: median over ``--repeat`` runs of every task timer (the metadata);
 - ``kernels``: one run with every Numba kernel called from Python wrapped in a timer
-  (total seconds and calls per kernel; kernels called from kernels are inside);
+  (total CPU and wall seconds and calls per kernel, by CPU time; kernels called from
+  kernels are inside their caller);
 - ``cprofile``: one run under cProfile, the ``--top`` functions by own time (Numba
   kernels count as their Python caller's own time);
 - ``footprints``: sources and footprint pixels of both phases, DETECTED and SAT
@@ -63,21 +64,22 @@ def _timed_kernels():
     dict and an undo function."""
     from numba.core.dispatcher import Dispatcher
 
-    stats: dict[str, list] = {}
+    stats: dict[str, list] = {}  # name -> [CPU seconds, calls, wall seconds]
     wrappers: dict[int, object] = {}
     patched = []
 
     def wrap(dispatcher):
         key = f"{dispatcher.py_func.__module__.rsplit('.', 1)[-1]}.{dispatcher.py_func.__name__}"
-        entry = stats.setdefault(key, [0.0, 0])
+        entry = stats.setdefault(key, [0.0, 0, 0.0])
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return dispatcher(*args, **kwargs)
             finally:
-                entry[0] += time.perf_counter() - start
+                entry[0] += time.process_time() - cpu
                 entry[1] += 1
+                entry[2] += time.perf_counter() - start
 
         return timed
 
@@ -192,7 +194,11 @@ def child_profile(files: dict, repeat: int, top: int) -> dict:
     finally:
         undo()
     kernels = sorted(kernel_stats.items(), key=lambda kv: -kv[1][0])
-    kernels = {k: {"seconds": round(s, 4), "calls": n} for k, (s, n) in kernels if n}
+    kernels = {
+        k: {"cpu_seconds": round(c, 4), "calls": n, "seconds": round(w, 4)}
+        for k, (c, n, w) in kernels
+        if n
+    }
 
     profiler = cProfile.Profile()
     profiler.enable()
