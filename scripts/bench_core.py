@@ -145,6 +145,7 @@ def _diy(exposure, files, truth) -> dict:
         "n_objects": out["n_objects"],
         "n_matched": out["n_matched"],
         "n_photometric": out["n_photometric"],
+        "steps_cpu": out["steps_cpu"],
         "_wcs": out["wcs"],
         "_calibration": out["calibration"],
     }
