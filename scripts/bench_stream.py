@@ -110,32 +110,41 @@ def _unique_ids(truth, k: int):
 # -- baseline: run() in a child process -------------------------------------------------
 
 
-def child_run(files: list[str], refcat: str) -> dict:
-    """Median ``CalibrateImageTask.run`` time over ``files`` (after the worker's warm-up)."""
+def child_run(files: list[str], refcat: str, overrides: list[str]) -> dict:
+    """Median ``CalibrateImageTask.run`` time over ``files`` (after the worker's warm-up);
+    an algorithm failure is counted and timed like a result, as the worker does."""
+    from promptcal.config import parse_set_option
+    from promptcal.errors import AlgorithmError
     from promptcal.ids import IdGenerator
     from promptcal.io import read_exposure
     from promptcal.pipeline import CalibrateImageConfig, CalibrateImageTask
     from promptcal.refcat import RefcatLoader
     from promptcal.stream.warmup import warm_up
 
-    config = CalibrateImageConfig()
+    config = CalibrateImageConfig().with_overrides(dict(map(parse_set_option, overrides)))
     warm_up(config)
     loader = RefcatLoader(refcat)
-    times, n_stars = [], []
+    times, n_stars, failures = [], [], []
     for k, path in enumerate(files):
         exposure = read_exposure(path, band="r")
         task = CalibrateImageTask(config, refcat=loader)
         start = time.perf_counter()
-        result = task.run(exposures=exposure, id_generator=IdGenerator(visit=k + 1, detector=0))
+        try:
+            ids = IdGenerator(visit=k + 1, detector=0)
+            n_stars.append(len(task.run(exposures=exposure, id_generator=ids).stars))
+        except AlgorithmError as error:
+            failures.append(f"{type(error).__name__}: {error}"[:300])
         times.append(time.perf_counter() - start)
-        n_stars.append(len(result.stars))
-        del result, exposure
-    return {"seconds": statistics.median(times), "all": times, "n_stars": n_stars}
+        del exposure
+    out = {"seconds": statistics.median(times), "all": times, "n_stars": n_stars}
+    return {**out, "failures": failures}
 
 
-def run_baseline(files: list[str], refcat: str) -> dict:
+def run_baseline(files: list[str], refcat: str, overrides: list[str]) -> dict:
     env = {**os.environ, **SINGLE_THREAD_ENV}
     cmd = [sys.executable, __file__, "--child-run", "--refcat", refcat, "--files", *files]
+    for text in overrides:
+        cmd += ["--set", text]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -155,6 +164,7 @@ class ServeProcess:
         refcat: str,
         tmp: Path,
         cpu: int | None,
+        overrides: tuple[str, ...] | list[str] = (),
     ) -> None:
         from promptcal.stream.broker import free_port
 
@@ -172,6 +182,8 @@ class ServeProcess:
         ]  # fmt: skip
         if cpu is not None:
             command += ["--cpus", str(cpu)]
+        for text in overrides:
+            command += ["--set", text]
         self._log = self.log_path.open("w")
         env = {**os.environ, **SINGLE_THREAD_ENV}
         self.process = subprocess.Popen(command, stderr=self._log, stdout=self._log, env=env)
@@ -446,6 +458,10 @@ def main() -> None:
     parser.add_argument("--exposures", type=int, default=8, help="K exposures (even)")
     add_sky_arguments(parser, many=False)  # --sky (default moffat) and its overrides
     parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="calibration config override of the workers and the baseline (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-pin", action="store_true", help="let the workers run on any CPU (no --cpus)"
     )
     parser.add_argument(
@@ -459,7 +475,7 @@ def main() -> None:
         from promptcal.allocator import tune_allocator
 
         tune_allocator()  # as `promptcal serve` does, so run() is timed like the worker's
-        print(json.dumps(child_run(args.files, args.refcat)))
+        print(json.dumps(child_run(args.files, args.refcat, args.set)))
         return
 
     import uuid
@@ -475,7 +491,7 @@ def main() -> None:
         simulate_seconds = time.perf_counter() - t0
         cpu = CpuMonitor([os.getpid()])
         cpu.start("baseline")
-        baseline = run_baseline(big, refcat)
+        baseline = run_baseline(big, refcat, args.set)
         cpu.stop("baseline")
         with LocalBroker(stop_timeout=1.0) as broker:
             names = TopicNames("bench.")
@@ -484,7 +500,9 @@ def main() -> None:
             bench = Bench(broker.bootstrap, names)
             cpus = [None, None] if args.no_pin else sorted(os.sched_getaffinity(0))[:2]
             workers = [
-                ServeProcess("w1", broker.bootstrap, group, names.prefix, refcat, tmp, cpus[0])
+                ServeProcess(
+                    "w1", broker.bootstrap, group, names.prefix, refcat, tmp, cpus[0], args.set
+                )
             ]
             cpu.pids += [broker.pid, workers[0].process.pid]
             cpu.names.update(
@@ -507,7 +525,9 @@ def main() -> None:
                 one = fastest_burst(bench, big, workers, 100_000, args.bursts)
                 cpu.stop("one_worker")
                 workers.append(
-                    ServeProcess("w2", broker.bootstrap, group, names.prefix, refcat, tmp, cpus[-1])
+                    ServeProcess(
+                        "w2", broker.bootstrap, group, names.prefix, refcat, tmp, cpus[-1], args.set
+                    )
                 )
                 cpu.pids.append(workers[1].process.pid)
                 cpu.names[workers[1].process.pid] = "w2"
@@ -581,6 +601,16 @@ def main() -> None:
             ],
         },
         "worker_exit_codes": codes,
+        "set": args.set,
+        # Algorithm failures are results too (status "failed"); count them per phase.
+        "n_failed": {
+            phase: sum(bench.results[v][0].status != "success" for v in visits)
+            for phase, visits in (
+                ("latency", latency_visits),
+                ("one_worker", one["visits"]),
+                ("two_workers", two["visits"]),
+            )
+        },
         "limits": LIMITS,
         "within_limits": {
             "latency_p50_minus_run_s": p50 - run_s <= LIMITS["latency_p50_minus_run_s"],
