@@ -73,6 +73,68 @@ def _match_and_fit(x, y, sky, ref, radius_arcsec, sip_degree):
     return wcs, int(ok.sum())
 
 
+class _Laps:
+    """CPU seconds of consecutive steps."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._last = time.process_time()
+
+    def __call__(self, name: str) -> None:
+        now = time.process_time()
+        self.steps[name] = now - self._last
+        self._last = now
+
+
+def _sep_catalog(image, variance, lap: _Laps) -> dict:
+    """Background, detection, windowed centroids and aperture fluxes (sep)."""
+    import sep
+
+    bkg = sep.Background(image)
+    back = bkg.back()
+    data = image - back
+    lap("background")
+    objects = sep.extract(data, 5.0, err=bkg.globalrms)
+    lap("extract")
+    x, y = objects["x"], objects["y"]
+    r_half, _ = sep.flux_radius(
+        data, x, y, 6.0 * objects["a"], 0.5, normflux=objects["flux"], subpix=5
+    )
+    xwin, ywin, _ = sep.winpos(data, x, y, 2.0 / 2.35 * r_half)
+    # A Gaussian's half-light radius is half its FWHM.
+    fwhm = 2.0 * float(np.median(r_half[(objects["flag"] == 0) & (r_half > 0)]))
+    flux, flux_err, flag = sep.sum_circle(data, xwin, ywin, 1.5 * fwhm, var=variance)
+    h, w = image.shape
+    iy, ix = np.clip(y.astype(int), 0, h - 1), np.clip(x.astype(int), 0, w - 1)
+    lap("winpos_and_aperture")
+    return {
+        "x": xwin,
+        "y": ywin,
+        "flux": flux,
+        "flux_err": flux_err,
+        "flag": flag | objects["flag"],
+        "peak": objects["peak"] + back[iy, ix],  # with the sky, to compare to saturation
+    }
+
+
+def _solve_wcs(cat: dict, header_wcs, ref_sky, ref_flux):
+    """Pointing offset, then TAN on the bright ends, then TAN-SIP on all, twice."""
+    import astropy.units as u
+
+    x, y, flux = cat["x"], cat["y"], cat["flux"]
+    det_sky = header_wcs.pixel_to_world(x, y)
+    dra, ddec = _pointing_offset(det_sky, ref_sky, flux, ref_flux)
+    shifted = det_sky.spherical_offsets_by(dra * u.arcsec, ddec * u.arcsec)
+    # First TAN fit on the bright ends only: all references are too dense for a 6″
+    # radius in a crowded field (the header rotation still moves corners by ~5″).
+    bright = np.argsort(-flux)[:BRIGHT_FIT]
+    bright_refs = np.argsort(-ref_flux)[: 2 * BRIGHT_FIT]
+    wcs, n = _match_and_fit(x[bright], y[bright], shifted[bright], ref_sky[bright_refs], 6.0, None)
+    for radius in (1.5, 0.5):
+        wcs, n = _match_and_fit(x, y, wcs.pixel_to_world(x, y), ref_sky, radius, 3)
+    return wcs, n
+
+
 def diy_calibrate(image, variance, header_wcs, refcat_table: str, band: str, saturation: float):
     """Calibrate one frame the DIY way; return the products a small observatory keeps.
 
@@ -97,72 +159,34 @@ def diy_calibrate(image, variance, header_wcs, refcat_table: str, band: str, sat
         seconds of each step).
     """
     import astropy.units as u
-    import sep
     from astropy.coordinates import SkyCoord
     from astropy.table import Table
 
-    steps: dict[str, float] = {}  # CPU seconds of each step, for the benchmark report
-    clock = [time.process_time()]
-
-    def lap(name: str) -> None:
-        now = time.process_time()
-        steps[name] = now - clock[0]
-        clock[0] = now
-
-    bkg = sep.Background(image)
-    back = bkg.back()
-    data = image - back
-    lap("background")
-    objects = sep.extract(data, 5.0, err=bkg.globalrms)
-    lap("extract")
-    x, y = objects["x"], objects["y"]
-    r_half, _ = sep.flux_radius(
-        data, x, y, 6.0 * objects["a"], 0.5, normflux=objects["flux"], subpix=5
-    )
-    xwin, ywin, _ = sep.winpos(data, x, y, 2.0 / 2.35 * r_half)
-    # A Gaussian's half-light radius is half its FWHM.
-    fwhm = 2.0 * float(np.median(r_half[(objects["flag"] == 0) & (r_half > 0)]))
-    flux, flux_err, flag = sep.sum_circle(data, xwin, ywin, 1.5 * fwhm, var=variance)
-    flag |= objects["flag"]
-    lap("winpos_and_aperture")
-
+    lap = _Laps()
+    cat = _sep_catalog(image, variance, lap)
     refs = Table.read(refcat_table)
     ref_sky = SkyCoord(refs["ra"], refs["dec"], unit="deg")
     rx, ry = header_wcs.world_to_pixel(ref_sky)
     h, w = image.shape
     inside = (rx > -100) & (rx < w + 100) & (ry > -100) & (ry < h + 100)
     ref_sky, ref_flux = ref_sky[inside], np.asarray(refs[f"{band}_flux"])[inside]
-
     lap("refcat_read")
-    det_sky = header_wcs.pixel_to_world(xwin, ywin)
-    dra, ddec = _pointing_offset(det_sky, ref_sky, flux, ref_flux)
-    shifted = det_sky.spherical_offsets_by(dra * u.arcsec, ddec * u.arcsec)
-    # First TAN fit on the bright ends only: all references are too dense for a 6″
-    # radius in a crowded field (the header rotation still moves corners by ~5″).
-    bright = np.argsort(-flux)[:BRIGHT_FIT]
-    bright_refs = np.argsort(-ref_flux)[: 2 * BRIGHT_FIT]
-    wcs, n = _match_and_fit(
-        xwin[bright], ywin[bright], shifted[bright], ref_sky[bright_refs], 6.0, None
-    )
-    for radius in (1.5, 0.5):
-        wcs, n = _match_and_fit(xwin, ywin, wcs.pixel_to_world(xwin, ywin), ref_sky, radius, 3)
+    wcs, n = _solve_wcs(cat, header_wcs, ref_sky, ref_flux)
     lap("match_and_fit")
 
-    index, distance, _ = wcs.pixel_to_world(xwin, ywin).match_to_catalog_sky(ref_sky)
-    peak = (
-        objects["peak"] + back[np.clip(y.astype(int), 0, h - 1), np.clip(x.astype(int), 0, w - 1)]
-    )
-    good = (distance < 0.5 * u.arcsec) & (flag == 0) & (peak < 0.9 * saturation)
+    flux, flux_err, flag = cat["flux"], cat["flux_err"], cat["flag"]
+    index, distance, _ = wcs.pixel_to_world(cat["x"], cat["y"]).match_to_catalog_sky(ref_sky)
+    good = (distance < 0.5 * u.arcsec) & (flag == 0) & (cat["peak"] < 0.9 * saturation)
     good &= flux > 20.0 * flux_err
     calibration = float(np.median(ref_flux[index[good]] / flux[good])) if good.any() else None
-    table = Table({"x": xwin, "y": ywin, "flux": flux, "flux_err": flux_err, "flag": flag})
+    table = Table({k: cat[k] for k in ("x", "y", "flux", "flux_err", "flag")})
     lap("zero_point")
     return {
-        "n_objects": len(objects),
+        "n_objects": len(flux),
         "n_matched": n,
         "n_photometric": int(good.sum()),
         "wcs": wcs,
         "calibration": calibration,
         "table": table,
-        "steps_cpu": steps,
+        "steps_cpu": lap.steps,
     }
