@@ -34,7 +34,7 @@ read, calibrate (the task's ``run`` timer), write, and publish (``calibrated``
 one JSON object; the machine's load average before and after is included (run nothing
 else heavy meanwhile).
 
-Usage: ``python scripts/bench_stream.py [--exposures 8 --width 4096 --height 4072]``
+Usage: ``python scripts/bench_stream.py [--exposures 8 --sky moffat]``
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_core import SINGLE_THREAD_ENV, sky_config  # scripts/ is on sys.path as a script
+from bench_core import SINGLE_THREAD_ENV  # scripts/ is on sys.path as a script
 from bench_stream_parts import (
     PARTITIONS,
     Bench,
@@ -62,6 +62,7 @@ from bench_stream_parts import (
     prime,
     read_metrics,
 )
+from benchsky import add_sky_arguments, bench_sky, sky_info
 
 STAGES = ("read", "run", "write")  # the worker's stage timings reported per exposure
 LIMITS = {"latency_p50_minus_run_s": 0.3, "latency_p99_s": 2.5, "throughput_ratio": 1.8}
@@ -80,8 +81,8 @@ def simulate(args, directory: Path) -> tuple[list[str], list[str], str]:
 
     big, small, truths = [], [], []
     for k in range(args.exposures):
-        config = sky_config(args, ra=150.0 + k, exposure_id=k + 1)
-        sim = simulate_exposure(config, seed=args.seed + k)
+        sky = bench_sky(args, ra=150.0 + k, exposure_id=k + 1)
+        sim = simulate_exposure(sky.config, seed=args.seed + k)
         truths.append(_unique_ids(sim.truth, k))
         path = directory / f"big{k}.fits"
         write_exposure(sim.exposure, path)
@@ -96,7 +97,8 @@ def simulate(args, directory: Path) -> tuple[list[str], list[str], str]:
         write_exposure(sim.exposure, path)
         small.append(str(path))
     source = directory / "refcat_source.parquet"
-    refcat_table_from_truth(vstack(truths), "r").write(source, format="parquet")
+    options = bench_sky(args).refcat_options  # the big skies' (stars only, scatter)
+    refcat_table_from_truth(vstack(truths), "r", **options).write(source, format="parquet")
     refcat = directory / "refcat"
     build_refcat(source, refcat, ra_col="ra", dec_col="dec", bands={"r": ("r_flux", "nJy")})
     return big, small, str(refcat)
@@ -150,12 +152,7 @@ def run_baseline(files: list[str], refcat: str) -> dict:
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", type=int, default=8, help="K exposures (even)")
-    parser.add_argument("--width", type=int, default=4096)
-    parser.add_argument("--height", type=int, default=4072)
-    parser.add_argument("--stars", type=int, default=3000)
-    parser.add_argument("--flux-min", type=float, default=3000.0, help="faintest star [count]")
-    parser.add_argument("--fwhm", type=float, default=3.5, help="PSF FWHM [px]")
-    parser.add_argument("--seed", type=int, default=3)
+    add_sky_arguments(parser, many=False)  # --sky (default moffat) and its overrides
     parser.add_argument(
         "--no-pin", action="store_true", help="let the workers run on any CPU (no --cpus)"
     )
@@ -300,7 +297,7 @@ def main() -> None:
     throughput = throughput_report(measured)
     cpus = measured["cpus"]
     report = {
-        "image": {"width": args.width, "height": args.height, "n_stars": args.stars},
+        "image": sky_info(bench_sky(args)),
         "worker_cpus": {"w1": cpus[0], "w2": cpus[-1]},
         "n_exposures": len(big),
         "simulate_seconds": simulate_seconds,
@@ -310,6 +307,15 @@ def main() -> None:
         "latency_one_worker": latency,
         "throughput": throughput,
         "worker_exit_codes": measured["codes"],
+        # Algorithm failures are results too (status "failed"); count them per phase.
+        "n_failed": {
+            phase: sum(measured["bench"].results[v][0].status != "success" for v in visits)
+            for phase, visits in (
+                ("latency", measured["latency_visits"]),
+                ("one_worker", measured["one"]["visits"]),
+                ("two_workers", measured["two"]["visits"]),
+            )
+        },
         "limits": LIMITS,
         "within_limits": {
             "latency_p50_minus_run_s": latency["p50_minus_run"]

@@ -36,5 +36,7 @@ def test_bench_stream_runs_every_phase():
     assert throughput["two_workers_split"] == [1, 1]  # one exposure per worker
     assert throughput["ratio_two_to_one"] > 0
     assert set(report["within_limits"]) == set(report["limits"])
+    assert set(report["n_failed"]) == {"latency", "one_worker", "two_workers"}
+    assert report["image"]["sky"] == "moffat"  # the default benchmark sky
     cpus = sorted(os.sched_getaffinity(0))[:2]  # one core each, in order
     assert report["worker_cpus"] == {"w1": cpus[0], "w2": cpus[-1]}
