@@ -157,8 +157,8 @@ def test_max_poll_interval_covers_the_worst_case():
         delivery_timeout=10.0,
     )
     # publish: 3 attempts × 10 s + 1 + 2 s backoff = 33 s, twice (results, dead letters),
-    # storage backoff 3 s; plus the exposure and 60 s of slack.
-    assert settings.max_poll_interval_ms() == 1000 * (300 + 2 * 33 + 3 + 60)
+    # storage backoff 3 s, the 10 s wait for a snap file; plus the exposure and 60 s of slack.
+    assert settings.max_poll_interval_ms() == 1000 * (300 + 2 * 33 + 3 + 10 + 60)
     short = WorkerSettings(
         bootstrap="b",
         group_id="g",
@@ -260,6 +260,7 @@ def run(stream, kafka_broker, tmp_path_factory):
         http_host="127.0.0.1",
         http_port=0,
         snap_wait=SNAP_WAIT,
+        file_wait=1.0,  # the absent snap is waited for this long, then dead-lettered
         statistics_interval_ms=300,
         do_warmup=False,
         consumer_overrides=FAST_GROUP,

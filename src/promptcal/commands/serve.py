@@ -41,6 +41,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--group", required=True, help="consumer group of the instrument's workers")
     p.add_argument("--refcat", required=True, help="reference-catalog directory")
     p.add_argument("--output", required=True, help="product root: directory or file:// URI")
+    p.add_argument(
+        "--input-root",
+        dest="input_roots",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory snap files must resolve into, symlinks resolved (repeatable); "
+        "without one, snaps are read from anywhere (a warning at start)",
+    )
+    p.add_argument("--max-file-mb", type=float, default=1024.0, help="largest snap file [MiB]")
+    p.add_argument(
+        "--max-pixels", type=int, default=2**26, help="largest image plane of a snap [pixels]"
+    )
+    p.add_argument(
+        "--file-wait",
+        type=float,
+        default=10.0,
+        help="wait for a snap file that is missing or still being written [s]",
+    )
     p.add_argument("--config", help="JSON file of calibration config overrides")
     p.add_argument(
         "--set",
@@ -206,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         group_id=args.group,
         output=args.output,
+        input_roots=tuple(args.input_roots),
+        max_file_mb=args.max_file_mb,
+        max_pixels=args.max_pixels,
+        file_wait=args.file_wait,
         topic_prefix=args.prefix,
         poll_timeout=args.poll_timeout,
         snap_wait=args.snap_wait,

@@ -285,3 +285,38 @@ class OffsetTracker:
     def describe(self) -> dict[str, Any]:
         """State for logs: committable and in-flight offsets."""
         return {"committable": self.committable(), "in_flight": self.in_flight()}
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A consumed Kafka message as bytes (what a dead letter re-publishes)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+
+    @property
+    def position(self) -> Position:
+        """(topic, partition, offset)."""
+        return (self.topic, self.partition, self.offset)
+
+    @classmethod
+    def from_kafka(cls, message: Any) -> RawMessage:
+        """From a ``confluent_kafka.Message``."""
+        return cls(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value(),
+            message.headers(),
+        )
+
+    @classmethod
+    def from_snap(cls, snap: ReceivedSnap) -> RawMessage:
+        """From a snap kept by the assembler."""
+        topic, partition, offset = snap.position
+        return cls(topic, partition, offset, snap.key, snap.value, snap.headers)

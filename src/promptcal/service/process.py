@@ -4,16 +4,21 @@
 one exposure (and the preload record of its ``next-visit``), it returns an
 :class:`~promptcal.stream.publish.Outcome` for the result messages.
 
-- Reading: the snap URIs are ``file://`` URIs or plain paths. A missing, truncated or
-  non-FITS file raises :class:`~promptcal.core.errors.InvalidInputError` (the worker sends
-  the snaps to ``dead-letter``); other ``OSError`` s (storage hiccups) are retried.
+- Reading (:mod:`~promptcal.service.inputs`): the snap URIs are ``file://`` URIs or
+  plain paths, confined to the input roots and size limits. A file missing or still
+  being written is waited for (``file_wait``); then, like a damaged or non-FITS file,
+  it raises :class:`~promptcal.core.errors.InvalidInputError` (the worker sends the
+  snaps to ``dead-letter``); storage errors (``EIO``, ``ESTALE``) are retried.
 - Identity: the message is authoritative: each snap gets the message's visit,
   detector and band (the band selects the reference band).
 - Without a WCS in the file, the footprint predicted at preload time gives the task a
   pointing hint.
 - Any failure of the calibration itself is a result (``status=failed``): an
-  :class:`~promptcal.core.errors.AlgorithmError` as designed, any other exception logged
-  with its traceback (a poison exposure must not stall its partition forever).
+  :class:`~promptcal.core.errors.AlgorithmError` as designed, the time limit
+  (:mod:`~promptcal.service.deadline`), any other exception logged with its traceback
+  (a poison exposure must not stall its partition forever). A storage error of the
+  reference catalog is not the exposure's fault: the calibration is retried, then a
+  :class:`~promptcal.core.errors.TransientError` stops the worker.
 - Products go to ``<root>/<instrument>/<visit>/<detector>/``, written atomically;
   ``OSError`` s are retried with backoff, then raised as
   :class:`~promptcal.core.errors.TransientError`. The steps are separate
@@ -33,49 +38,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptcal.core.errors import AlgorithmError, InvalidInputError, TransientError
-from promptcal.service.assembler import PendingExposure, Position, ReceivedSnap
+from promptcal.core.errors import AlgorithmError, TransientError
+from promptcal.service.assembler import PendingExposure, RawMessage, ReceivedSnap
+from promptcal.service.deadline import time_limit
+from promptcal.service.inputs import InputPolicy, SnapReader
 from promptcal.service.locations import output_root, product_dir, uri_to_path
 from promptcal.service.outcome import Outcome
 from promptcal.service.preload import Preloader, PreloadRecord
-from promptcal.service.retries import with_retries
+from promptcal.service.retries import retry_delays, with_retries
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RawMessage:
-    """A consumed Kafka message as bytes (what a dead letter re-publishes)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None
-
-    @property
-    def position(self) -> Position:
-        """(topic, partition, offset)."""
-        return (self.topic, self.partition, self.offset)
-
-    @classmethod
-    def from_kafka(cls, message: Any) -> RawMessage:
-        """From a ``confluent_kafka.Message``."""
-        return cls(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key(),
-            message.value(),
-            message.headers(),
-        )
-
-    @classmethod
-    def from_snap(cls, snap: ReceivedSnap) -> RawMessage:
-        """From a snap kept by the assembler."""
-        topic, partition, offset = snap.position
-        return cls(topic, partition, offset, snap.key, snap.value, snap.headers)
+__all__ = ["Calibration", "ExposureProcessor", "ProductsInFlight", "RawMessage"]
 
 
 @dataclass
@@ -122,32 +96,43 @@ class ExposureProcessor:
         Product root (path or ``file://`` URI).
     retries, backoff : int, float
         Storage retries and first backoff [s].
+    inputs : InputPolicy, optional
+        Input roots and limits of the snap files (default: unconfined, default limits).
+    time_limit : float, optional
+        Longest calibration of one exposure [s] (``None``: no limit).
     """
 
-    def __init__(self, config, refcat, output: str, *, retries: int = 5, backoff: float = 0.5):
+    def __init__(
+        self,
+        config,
+        refcat,
+        output: str,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        inputs: InputPolicy | None = None,
+        time_limit: float | None = None,
+    ):
         self.config = config
         self.config_hash = config.config_hash()
         self.refcat = refcat
         self.root = output_root(output)
         self.retries = retries
         self.backoff = backoff
+        policy = inputs or InputPolicy()
+        self.reader = SnapReader(
+            InputPolicy(**{**policy.__dict__, "retries": retries, "backoff": backoff})
+        )
+        self.time_limit = time_limit
 
     def read(self, snaps: list[ReceivedSnap]) -> tuple[list, list[Path]]:
         """The snaps' exposures, with the messages' visit, detector and band."""
         from promptcal.core.exposure import Detector
-        from promptcal.io import read_exposure
 
         exposures, paths = [], []
         for snap in snaps:
             msg = snap.message
-            path = uri_to_path(msg.uri)
-
-            def read(path=path, band=msg.band):
-                if not path.is_file():  # absent: the message is wrong, not the storage
-                    raise InvalidInputError(f"snap file {path} does not exist")
-                return read_exposure(path, band=band)
-
-            exposure = with_retries(read, f"reading {path}", self.retries, self.backoff)
+            exposure, path = self.reader.read(msg.uri, msg.band)
             exposure.visit_info.exposure_id = int(msg.visit)
             if exposure.detector is None:
                 exposure.detector = Detector(id=int(msg.detector))
@@ -181,8 +166,27 @@ class ExposureProcessor:
         InvalidInputError
             A snap cannot be read (send the snaps to ``dead-letter``).
         TransientError
-            Reading kept failing with storage errors.
+            Reading, or the reference catalog, kept failing with storage errors.
         """
+        for delay in [*retry_delays(self.retries, self.backoff), None]:
+            try:
+                return self._calibrate(pending, record, preloader)
+            except TransientError as exc:
+                if delay is None:
+                    raise
+                logger.warning(
+                    "visit %d detector %d: %s; calibrating again in %.2f s",
+                    pending.visit,
+                    pending.detector,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _calibrate(
+        self, pending: PendingExposure, record: PreloadRecord | None, preloader: Preloader
+    ) -> Calibration:
         from promptcal.core.ids import IdGenerator
         from promptcal.core.task import Struct
         from promptcal.pipeline.task import CalibrateImageTask
@@ -204,12 +208,13 @@ class ExposureProcessor:
         error: BaseException | None = None
         cpu0, t1 = time.process_time(), time.perf_counter()
         try:
-            task.run(
-                exposures=exposures[0] if len(exposures) == 1 else exposures,
-                id_generator=IdGenerator(visit=pending.visit, detector=pending.detector),
-                result=result,
-                pointing_hint=self._hint(exposures[0], record),
-            )
+            with time_limit(self.time_limit, f"visit {pending.visit} detector {pending.detector}"):
+                task.run(
+                    exposures=exposures[0] if len(exposures) == 1 else exposures,
+                    id_generator=IdGenerator(visit=pending.visit, detector=pending.detector),
+                    result=result,
+                    pointing_hint=self._hint(exposures[0], record),
+                )
         except AlgorithmError as exc:
             error = exc
         except (TransientError, MemoryError):

@@ -119,7 +119,11 @@ class Worker:
             settings.output,
             retries=settings.retries,
             backoff=settings.retry_backoff,
+            inputs=settings.input_policy(),
+            time_limit=settings.max_exposure_seconds,
         )
+        if not settings.input_roots:
+            logger.warning("no input roots configured: snap URIs may name any readable file")
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.listener = listener
         self.identity = worker_identity()
