@@ -117,9 +117,9 @@ def test_assembler_completes_expires_and_rejects_inconsistent_snaps():
     assembler.add(_snap(visit=3, offset=9))
     assert [p.visit for p in assembler.drop_partitions({("ir", 0)})] == [3]
     # A late copy of a snap whose exposure was handed out is recognised.
-    assert assembler.already_handled(_snap(visit=1, snap=1).message)
-    assert assembler.already_handled(_snap(visit=2).message)
-    assert not assembler.already_handled(_snap(visit=3).message)
+    assert assembler.already_handled(done.snaps[1])
+    assert assembler.already_handled(late.snaps[0])
+    assert not assembler.already_handled(_snap(visit=3))
 
 
 def test_offset_tracker_never_commits_past_a_waiting_snap():

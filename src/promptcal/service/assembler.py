@@ -10,6 +10,12 @@ a detector's result back forever, and one snap is a valid (shallower) exposure. 
 duplicate snap (a replayed message) replaces the earlier copy; both offsets are kept so
 that both are marked done together.
 
+Late duplicates: once an exposure is handed out, a byte-identical copy of one of its
+snap messages (a producer's retry) is recognised and skipped, so it is not calibrated
+again alone. Only identical bytes count: a corrected re-send (new bytes) is a new
+request, and an exposure that went to ``dead-letter`` is forgotten (:meth:`forget`),
+so replaying its dead letters is processed, not skipped as a duplicate.
+
 Offset bookkeeping
 ------------------
 Kafka commits one offset per partition, meaning "everything before it is done". The
@@ -22,6 +28,7 @@ advances the committable offset to the lowest one still in flight.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -64,6 +71,14 @@ class ReceivedSnap:
     value: bytes | None = None
     headers: list[tuple[str, bytes]] | None = None
     received_at: float = field(default_factory=time.time)
+
+    def fingerprint(self) -> bytes:
+        """Digest of the message bytes (of the re-encoded message when they are unknown)."""
+        if self.value is not None:
+            data = bytes(self.value)
+        else:
+            data = self.message.model_dump_json().encode("utf-8")
+        return hashlib.blake2b(data, digest_size=16).digest()
 
 
 @dataclass
@@ -130,9 +145,10 @@ class SnapAssembler:
         self.snap_wait = float(snap_wait)
         self._clock = clock
         self._pending: dict[ExposureKey, PendingExposure] = {}
-        # Exposures already handed out, so that a late duplicate snap (a producer retry)
-        # is not calibrated again alone, overwriting the full exposure's products.
-        self._handed_out: OrderedDict[ExposureKey, None] = OrderedDict()
+        # Exposures already handed out and the fingerprints of their snap messages, so
+        # that a late duplicate snap (a producer retry) is not calibrated again alone,
+        # overwriting the full exposure's products.
+        self._handed_out: OrderedDict[ExposureKey, frozenset[bytes]] = OrderedDict()
         self.max_remembered = int(max_remembered)
 
     def __len__(self) -> int:
@@ -176,13 +192,23 @@ class SnapAssembler:
 
     def _hand_out(self, pending: PendingExposure) -> None:
         del self._pending[pending.key]
-        self._handed_out[pending.key] = None
+        prints = frozenset(s.fingerprint() for s in pending.snaps.values())
+        self._handed_out.pop(pending.key, None)
+        self._handed_out[pending.key] = prints
         while len(self._handed_out) > self.max_remembered:
             self._handed_out.popitem(last=False)
 
-    def already_handled(self, message: ImageReady) -> bool:
-        """Whether this snap's exposure was already handed out (a late duplicate)."""
-        return (message.instrument, message.visit, message.detector) in self._handed_out
+    def already_handled(self, snap: ReceivedSnap) -> bool:
+        """Whether ``snap`` is a byte-identical copy of a snap of an exposure already
+        handed out (a late duplicate, to be skipped)."""
+        msg = snap.message
+        prints = self._handed_out.get((msg.instrument, msg.visit, msg.detector))
+        return prints is not None and snap.fingerprint() in prints
+
+    def forget(self, key: ExposureKey) -> None:
+        """Do not treat copies of this exposure's snaps as duplicates (it was not
+        calibrated: its dead letters may be replayed, its snaps re-sent)."""
+        self._handed_out.pop(key, None)
 
     def expired(self) -> list[PendingExposure]:
         """Remove and return the exposures whose wait is over (``expired`` set)."""

@@ -345,7 +345,7 @@ class Worker:
                 snap = ReceivedSnap(
                     decode(raw.value, ImageReady), raw.position, raw.key, raw.value, raw.headers
                 )
-                if self.assembler.already_handled(snap.message):
+                if self.assembler.already_handled(snap):
                     logger.info("late duplicate snap at %s ignored", raw.position)
                     self._done([raw.position])
                     return
@@ -353,6 +353,10 @@ class Worker:
             else:
                 raise InvalidInputError(f"unexpected topic {raw.topic!r}")
         except InvalidInputError as exc:
+            self._dead_letter([raw], exc)
+            return
+        except Exception as exc:  # a decoder bug must not crash-loop the partition
+            logger.exception("decoding the message at %s raised", raw.position)
             self._dead_letter([raw], exc)
             return
         if raw.topic == self.topics.next_visit:
@@ -401,13 +405,22 @@ class Worker:
         try:
             calibration = self.processor.calibrate(pending, record, self.preloader)
         except InvalidInputError as exc:  # a snap cannot be read
-            self._dead_letter([RawMessage.from_snap(s) for s in pending.ordered_snaps()], exc)
+            self._dead_letter_exposure(pending, exc)
             return
         # At most one exposure behind: the previous one's products are complete,
         # published and durable before this one's are written (memory and disk).
         self._commit_finished(wait=True)
-        writing = self.processor.start_write(calibration)
+        try:
+            writing = self.processor.start_write(calibration)
+        except InvalidInputError as exc:  # no product directory for these message fields
+            self._dead_letter_exposure(pending, exc)
+            return
         self._finisher.submit(writing, pending.positions)
+
+    def _dead_letter_exposure(self, pending: PendingExposure, error: BaseException) -> None:
+        # Not calibrated: a replay of its dead letters must not be skipped as a duplicate.
+        self.assembler.forget(pending.key)
+        self._dead_letter([RawMessage.from_snap(s) for s in pending.ordered_snaps()], error)
 
     def _finish(self, writing: ProductsInFlight) -> None:
         """On the finisher thread (see :mod:`~promptcal.stream.finisher`)."""
