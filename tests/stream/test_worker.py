@@ -268,7 +268,7 @@ def run(stream, kafka_broker, tmp_path_factory):
     logs: list[logging.LogRecord] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = logs.append
-    stream_logger = logging.getLogger("promptcal.stream")
+    stream_logger = logging.getLogger("promptcal")  # the worker logs from stream/ and service/
     old_level = stream_logger.level
     stream_logger.setLevel(logging.INFO)
     stream_logger.addHandler(handler)
@@ -602,7 +602,7 @@ def test_failed_fsync_after_publish_commits_nothing(stream, kafka_broker, tmp_pa
     def failing_sync(paths, **_):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("promptcal.io.products.sync_paths", failing_sync)  # used by make_durable
+    monkeypatch.setattr("promptcal.io.files.sync_paths", failing_sync)  # used by make_durable
     names = TopicNames(f"d{uuid.uuid4().hex[:8]}.")
     create_topics(kafka_broker.bootstrap, partitions=3, prefix=names.prefix)
     group = f"g-{uuid.uuid4().hex[:8]}"

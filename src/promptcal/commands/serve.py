@@ -134,6 +134,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="skip the kernel warm-up (the first exposure pays for it)",
     )
     p.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="librdkafka settings of every client (security.protocol, sasl.*, ssl.*): "
+        "name=value lines; PROMPTCAL_KAFKA_<NAME> variables override them (_ for .). "
+        "Keep secrets there, not on the command line",
+    )
+    p.add_argument(
         "--consumer-option",
         dest="consumer_options",
         action="append",
@@ -182,18 +189,15 @@ def pin_to_cpus(cpus: frozenset[int]) -> None:
         os.sched_setaffinity(int(task), cpus)
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
+def _parse_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> (key, value), the value as written: librdkafka parses text, and a
+    cast would mangle values such as ``007`` or ``1e3``."""
     from promptcal.core.errors import InvalidInputError
 
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise InvalidInputError(f"--consumer-option {text!r}: expected KEY=VALUE")
-    for cast in (int, float):
-        try:
-            return key, cast(value)
-        except ValueError:
-            pass
-    return key, {"true": True, "false": False}.get(value.lower(), value)
+    return key, value
 
 
 def process_age() -> float | None:
@@ -213,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     from promptcal.commands.calibrate import build_config
     from promptcal.core.camera import load_camera
     from promptcal.refcat import RefcatLoader
+    from promptcal.stream.clients import load_client_settings
     from promptcal.stream.settings import WorkerSettings
     from promptcal.stream.worker import Worker
 
@@ -244,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         do_warmup=args.warmup,
         heap_reserve_mb=args.heap_reserve_mb,
         consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
+        client_settings=load_client_settings(args.kafka_config),
     )
     config = build_config(args.config, args.overrides)
     refcat = RefcatLoader(args.refcat, cache_bytes=int(args.refcat_cache_mb * 2**20))

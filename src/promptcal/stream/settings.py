@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from promptcal.service.preload import DEFAULT_PADDING_ARCSEC
 from promptcal.service.retries import retry_delays
@@ -73,6 +73,15 @@ class WorkerSettings(BaseModel):
     consumer_overrides: dict[str, Any] = Field(
         default_factory=dict, description="Extra librdkafka consumer settings."
     )
+    client_settings: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="librdkafka settings of every client, e.g. security.protocol, sasl.*, "
+        "ssl.* (promptcal.stream.clients: a file or PROMPTCAL_KAFKA_*; never shown).",
+    )
+
+    def client_overrides(self) -> dict[str, str]:
+        """The client settings in clear, for the librdkafka configs only."""
+        return {k: v.get_secret_value() for k, v in self.client_settings.items()}
 
     def input_policy(self):
         """The :class:`~promptcal.service.inputs.InputPolicy` of these settings."""

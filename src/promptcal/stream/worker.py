@@ -49,13 +49,13 @@ from promptcal.service.messages import DeadLetter, ImageReady, NextVisit, decode
 from promptcal.service.outcome import OutgoingMessage, worker_identity
 from promptcal.service.preload import Preloader
 from promptcal.service.process import ExposureProcessor, ProductsInFlight, RawMessage
-from promptcal.service.retries import retry_delays
+from promptcal.stream.clients import client_configs, connect_consumer
 from promptcal.stream.finisher import Finisher, finish_exposure
 from promptcal.stream.http import HealthServer
 from promptcal.stream.metrics import WorkerMetrics
 from promptcal.stream.publish import Publisher
 from promptcal.stream.settings import WorkerSettings
-from promptcal.stream.topics import TopicNames, consumer_config, producer_config
+from promptcal.stream.topics import TopicNames
 
 logger = logging.getLogger(__name__)
 
@@ -178,36 +178,21 @@ class Worker:
             self.health.stop()
 
     def _connect(self) -> None:
-        from confluent_kafka import Consumer, KafkaException, Producer
+        from confluent_kafka import Consumer, Producer
 
         s = self.settings
-        overrides = {
+        extra: dict[str, Any] = {
             "max.poll.interval.ms": s.max_poll_interval_ms(),
             "error_cb": self._on_kafka_error,
-            **s.consumer_overrides,
         }
         if s.statistics_interval_ms:
-            overrides["statistics.interval.ms"] = s.statistics_interval_ms
-            overrides["stats_cb"] = self._on_stats
-        self.consumer = Consumer(consumer_config(s.bootstrap, s.group_id, **overrides))
+            extra["statistics.interval.ms"] = s.statistics_interval_ms
+            extra["stats_cb"] = self._on_stats
+        consumer_conf, producer_conf = client_configs(s, **extra)
+        self.consumer = Consumer(consumer_conf)
         wanted = [self.topics.next_visit, self.topics.image_ready]
-        for delay in [*retry_delays(s.retries, s.retry_backoff), None]:
-            try:
-                metadata = self.consumer.list_topics(timeout=s.delivery_timeout)
-                break
-            except KafkaException as exc:
-                if delay is None:
-                    raise TransientError(f"broker {s.bootstrap} unreachable: {exc}") from exc
-                time.sleep(delay)
-        missing = [t for t in wanted if t not in metadata.topics]
-        if missing:
-            raise InvalidInputError(
-                f"topics {missing} do not exist on {s.bootstrap}; create them with "
-                "`promptcal topics create`"
-            )
-        producer = Producer(
-            producer_config(s.bootstrap, **{"message.timeout.ms": int(1000 * s.delivery_timeout)})
-        )
+        connect_consumer(self.consumer, s, wanted)
+        producer = Producer(producer_conf)
         self.publisher = Publisher(
             producer,
             retries=s.retries,
