@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -103,3 +104,42 @@ def confine(
             f"{what} {os.fspath(path)!r} resolves to {real}, outside {', '.join(real_roots)}"
         )
     return Path(real)
+
+
+def recent_product_dirs(root: Path, window: float) -> list[Path]:
+    """Product directories under visit directories modified within ``window`` seconds.
+
+    A visit directory's mtime changes when a detector directory is created in it, so this
+    finds the exposures written recently (where a killed worker may have left temporary
+    files) without walking years of products.
+    """
+    horizon = time.time() - window
+    found: list[Path] = []
+    for instrument in _subdirs(root):
+        for visit in _subdirs(instrument):
+            try:
+                if visit.stat().st_mtime < horizon:
+                    continue
+            except FileNotFoundError:
+                continue
+            found.extend(_subdirs(visit))
+    return found
+
+
+def product_dir_parents(directory: Path, root: Path) -> list[Path]:
+    """The directories from ``directory``'s parent up to ``root`` (inclusive): where the
+    entries of newly created product directories live."""
+    parents, current = [], Path(directory).parent
+    while is_within(current, root):
+        parents.append(current)
+        if current == Path(root):
+            break
+        current = current.parent
+    return parents
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -34,53 +34,27 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from promptcal.core.errors import AlgorithmError, TransientError
 from promptcal.service.assembler import PendingExposure, RawMessage, ReceivedSnap
 from promptcal.service.deadline import time_limit
 from promptcal.service.inputs import InputPolicy, SnapReader
-from promptcal.service.locations import output_root, product_dir, uri_to_path
+from promptcal.service.locations import (
+    output_root,
+    product_dir,
+    product_dir_parents,
+    recent_product_dirs,
+    uri_to_path,
+)
 from promptcal.service.outcome import Outcome
 from promptcal.service.preload import Preloader, PreloadRecord
+from promptcal.service.records import Calibration, ProductsInFlight
 from promptcal.service.retries import retry_delays, with_retries
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Calibration", "ExposureProcessor", "ProductsInFlight", "RawMessage"]
-
-
-@dataclass
-class Calibration:
-    """One exposure read and calibrated (successfully or not), before its products."""
-
-    pending: PendingExposure
-    task: Any
-    result: Any  # the task's Struct, partial after a failure
-    error: BaseException | None
-    inputs: list[Path]
-    started: float  # reading began [POSIX s]
-    read_time: float  # [s]
-    calib_time: float  # [s]
-    cpu_time: float  # process CPU during the task [s]
-    preload_hit: bool | None
-    preload_duration: float | None  # [s]
-
-    @property
-    def status(self) -> str:
-        """``"failed"`` if the task raised, else ``"success"``."""
-        return "failed" if self.error is not None else "success"
-
-
-@dataclass
-class ProductsInFlight:
-    """An exposure whose catalogs are written and whose calexp is on its way."""
-
-    calibration: Calibration
-    products: Any  # promptcal.io.products.PendingProducts
-    started: float  # the write began [time.perf_counter s]
 
 
 class ExposureProcessor:
@@ -100,6 +74,8 @@ class ExposureProcessor:
         Input roots and limits of the snap files (default: unconfined, default limits).
     time_limit : float, optional
         Longest calibration of one exposure [s] (``None``: no limit).
+    stale_temp_seconds : float
+        A temporary product file untouched this long is a dead writer's [s].
     """
 
     def __init__(
@@ -112,6 +88,7 @@ class ExposureProcessor:
         backoff: float = 0.5,
         inputs: InputPolicy | None = None,
         time_limit: float | None = None,
+        stale_temp_seconds: float = 900.0,
     ):
         self.config = config
         self.config_hash = config.config_hash()
@@ -124,6 +101,7 @@ class ExposureProcessor:
             InputPolicy(**{**policy.__dict__, "retries": retries, "backoff": backoff})
         )
         self.time_limit = time_limit
+        self.stale_temp_seconds = stale_temp_seconds
 
     def read(self, snaps: list[ReceivedSnap]) -> tuple[list, list[Path]]:
         """The snaps' exposures, with the messages' visit, detector and band."""
@@ -248,8 +226,12 @@ class ExposureProcessor:
         TransientError
             The storage kept failing.
         """
+        from promptcal.io.files import remove_stale_temporaries
+
         t0 = time.perf_counter()
         out = self._product_dir(calibration)
+        # A worker killed while writing this exposure before left its temporary files.
+        remove_stale_temporaries([out], stale_after=self.stale_temp_seconds)
         products = with_retries(
             lambda: self._start_products(calibration, out),
             f"writing products to {out}",
@@ -328,26 +310,43 @@ class ExposureProcessor:
             error_metadata=None if error is None else failure.get("metadata", {}),
         )
 
+    def sweep_temporaries(self, window: float = 2 * 86400.0) -> int:
+        """Remove the temporary files killed writers left in product directories of
+        visits modified within ``window`` seconds (at start; older exposures are swept
+        when they are written again); returns how many were removed."""
+        from promptcal.io.files import remove_stale_temporaries
+
+        directories = recent_product_dirs(self.root, window)
+        removed = remove_stale_temporaries(directories, stale_after=self.stale_temp_seconds)
+        if removed:
+            shown = ", ".join(str(p) for p in removed[:5])
+            logger.warning("removed %d temporary file(s) of dead writers: %s", len(removed), shown)
+        return len(removed)
+
     def make_durable(self, outcome: Outcome) -> None:
-        """``fsync`` the products of ``outcome`` (and their directory), with retries,
-        and drop them from the page cache.
+        """``fsync`` the products of ``outcome`` (and their directory and its new
+        parents), with retries, and drop them from the page cache.
 
         Raises
         ------
         TransientError
             The storage kept failing.
         """
-        from promptcal.io.files import sync_paths
+        from promptcal.io.files import sync_directories, sync_paths
 
         paths = [uri_to_path(uri) for uri in outcome.products.values()]
-        # Evicting the synced pages keeps the page cache from growing by every
-        # exposure's catalogs (the calexp bypasses it: promptcal.io.direct).
-        missing = with_retries(
-            lambda: sync_paths(paths, drop_cache=True, missing_ok=True),
-            "syncing products",
-            self.retries,
-            self.backoff,
-        )
+        out = product_dir(self.root, outcome.instrument, outcome.visit, outcome.detector)
+
+        def sync():
+            # Evicting the synced pages keeps the page cache from growing by every
+            # exposure's catalogs (the calexp bypasses it: promptcal.io.direct).
+            missing = sync_paths(paths, drop_cache=True, missing_ok=True)
+            # The product directory may be new, and its visit and instrument directories:
+            # their entries are in the parents, which need an fsync of their own.
+            sync_directories(product_dir_parents(out, self.root))
+            return missing
+
+        missing = with_retries(sync, "syncing products", self.retries, self.backoff)
         if missing:  # removed by someone after the publish: nothing left to make durable
             logger.warning(
                 "visit %d detector %d: products gone before their fsync: %s",

@@ -121,6 +121,7 @@ class Worker:
             backoff=settings.retry_backoff,
             inputs=settings.input_policy(),
             time_limit=settings.max_exposure_seconds,
+            stale_temp_seconds=settings.liveness_timeout(),
         )
         if not settings.input_roots:
             logger.warning("no input roots configured: snap URIs may name any readable file")
@@ -154,6 +155,7 @@ class Worker:
         start = time.monotonic()
         self.http_port = self.health.start(self.settings.http_port)
         try:
+            self.processor.sweep_temporaries()  # what a killed predecessor left behind
             if self.settings.do_warmup:
                 from promptcal.service.warmup import warm_up
 
