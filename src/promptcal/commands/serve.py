@@ -75,7 +75,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="lsstcam-like",
         help="camera for the preload footprint: built-in name or JSON file",
     )
-    p.add_argument("--http-host", default="0.0.0.0", help="interface of the HTTP endpoints")
+    p.add_argument(
+        "--http-host",
+        default=os.environ.get("PROMPTCAL_HTTP_HOST", "127.0.0.1"),
+        help="interface of the read-only HTTP endpoints (default $PROMPTCAL_HTTP_HOST or "
+        "loopback; a pod needs 0.0.0.0 or its IP for probes and scrapes)",
+    )
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free)")
     p.add_argument("--poll-timeout", type=float, default=0.1, help="longest poll wait [s]")
     p.add_argument(

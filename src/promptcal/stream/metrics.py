@@ -14,6 +14,10 @@ calibration of that detector:
 - ``promptcal_astrometric_scatter_arcsec``: ``astromOffsetStd`` ["].
 
 A value that was not measured is exported as NaN rather than keeping a stale number.
+The detector label comes from messages, so its values are bounded: past
+``max_detectors`` distinct detectors, the series of the least recently calibrated
+one are removed (a camera has a fixed number of detectors; garbage ids must not grow
+the exposition without bound).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -66,13 +71,21 @@ class WorkerMetrics:
         Where the collectors are registered (inject a fresh one in tests).
     clock : callable
         Returns POSIX time [s]; for the last-success timestamp.
+    max_detectors : int
+        Most detector label values kept (LSSTCam has 189 detectors).
     """
 
     def __init__(
-        self, registry: CollectorRegistry, *, clock: Callable[[], float] = time.time
+        self,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_detectors: int = 256,
     ) -> None:
         self.registry = registry
         self._clock = clock
+        self.max_detectors = int(max_detectors)
+        self._detectors: OrderedDict[str, None] = OrderedDict()
         kw: dict[str, Any] = {"namespace": "promptcal", "registry": registry}
         self.stage_duration = Histogram(
             "stage_duration_seconds",
@@ -184,7 +197,7 @@ class WorkerMetrics:
             return
         self.last_success.set(self._clock())
         if detector is not None and summary is not None:
-            label = str(int(detector))
+            label = self._detector_label(detector)
             fwhm = (
                 _finite(summary.get("psfSigma"))
                 * FWHM_PER_SIGMA
@@ -196,6 +209,22 @@ class WorkerMetrics:
             self.astrometric_scatter.labels(detector=label).set(
                 _finite(summary.get("astromOffsetStd"))
             )
+
+    def _detector_label(self, detector: int) -> str:
+        """The label of ``detector``, evicting the least recent one past the bound."""
+        label = str(int(detector))
+        self._detectors.pop(label, None)
+        self._detectors[label] = None
+        while len(self._detectors) > self.max_detectors:
+            old, _ = self._detectors.popitem(last=False)
+            for gauge in (
+                self.zero_point,
+                self.psf_fwhm,
+                self.sky_background,
+                self.astrometric_scatter,
+            ):
+                gauge.remove(old)
+        return label
 
     def observe_preload(self, hit: bool, duration: float | None = None) -> None:
         """Record whether an exposure's shards were preloaded, and the preload time [s]."""

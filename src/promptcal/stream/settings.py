@@ -43,7 +43,10 @@ class WorkerSettings(BaseModel):
     grace_period: float = Field(
         30.0, gt=0, description="SIGTERM to exit, including the exposure in hand [s]."
     )
-    http_host: str = Field("0.0.0.0", description="Interface of /healthz, /readyz, /metrics.")
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Interface of /healthz, /readyz, /metrics (loopback; 0.0.0.0 in a pod).",
+    )
     http_port: int = Field(8080, ge=0, description="Port of the HTTP endpoints (0: any free).")
     max_exposure_seconds: float = Field(
         300.0,
