@@ -41,7 +41,6 @@ from promptcal.core.errors import InvalidInputError, TransientError
 from promptcal.service.assembler import (
     OffsetTracker,
     PendingExposure,
-    Position,
     ReceivedSnap,
     SnapAssembler,
 )
@@ -52,6 +51,7 @@ from promptcal.service.process import ExposureProcessor, ProductsInFlight, RawMe
 from promptcal.stream.clients import client_configs, connect_consumer
 from promptcal.stream.finisher import Finisher, finish_exposure
 from promptcal.stream.http import HealthServer
+from promptcal.stream.membership import GroupMember
 from promptcal.stream.metrics import WorkerMetrics
 from promptcal.stream.publish import Publisher
 from promptcal.stream.settings import WorkerSettings
@@ -64,7 +64,7 @@ __all__ = ["Listener", "Worker", "WorkerSettings"]
 Listener = Callable[[str, dict[str, Any]], None]
 
 
-class Worker:
+class Worker(GroupMember):
     """A streaming calibration worker (run it in the main thread or a test thread).
 
     Parameters
@@ -245,70 +245,6 @@ class Worker:
         thread.join(self.settings.grace_period / 2)
         if thread.is_alive():
             logger.warning("consumer close did not finish; exiting anyway")
-
-    # -- Kafka callbacks -----------------------------------------------------------------
-
-    def _on_stats(self, stats_json: str) -> None:
-        try:
-            self.metrics.update_from_librdkafka_stats(stats_json)
-        except Exception:  # a callback must never raise into librdkafka
-            logger.exception("bad librdkafka statistics")
-
-    def _on_kafka_error(self, error: Any) -> None:
-        logger.warning("kafka: %s", error)
-
-    def _on_assign(self, consumer, partitions) -> None:
-        """Log the partitions this worker now owns (operators and tests read this)."""
-        logger.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
-
-    def _on_revoke(self, consumer: Any, partitions: list) -> None:
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit_finished(wait=True)  # finished exposures are committed, not redone
-        dropped = self.assembler.drop_partitions(lost)
-        done = {tp: off for tp, off in self.offsets.committable().items() if tp in lost}
-        self._commit(done, asynchronous=False)
-        self.offsets.forget(lost)
-        logger.info(
-            "revoked %d partition(s); %d incomplete exposure(s) dropped", len(lost), len(dropped)
-        )
-
-    def _on_lost(self, consumer: Any, partitions: list) -> None:
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit_finished(wait=True, commit=False)  # the group moved on without us
-        self.assembler.drop_partitions(lost)
-        self.offsets.forget(lost)
-        logger.warning("lost %d partition(s) (evicted from the group)", len(lost))
-
-    def _commit(self, offsets: dict[tuple[str, int], int], *, asynchronous: bool) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        if not offsets or self.consumer is None:
-            return
-        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-        try:
-            self.consumer.store_offsets(offsets=tps)
-        except KafkaException as exc:  # partition no longer assigned
-            logger.info("store_offsets: %s", exc)
-        try:
-            self.consumer.commit(offsets=tps, asynchronous=asynchronous)
-        except KafkaException as exc:
-            logger.warning("commit of %s failed: %s", offsets, exc)
-
-    def _done(self, positions: list[Position]) -> None:
-        self._commit(self.offsets.done(positions), asynchronous=True)
-
-    def _commit_finished(self, *, wait: bool, commit: bool = True) -> None:
-        """Store and commit the offsets of finished exposures (published and durable).
-
-        Raises
-        ------
-        TransientError
-            Writing, publishing or syncing failed beyond its retries (the exposure's
-            offsets stay uncommitted, so it is redone).
-        """
-        for positions in self._finisher.finished(wait=wait):
-            if commit:
-                self._done(positions)
 
     # -- messages ------------------------------------------------------------------------
 
