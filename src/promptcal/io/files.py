@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from promptcal.core.crashpoints import crash_point
+
 #: Temporary product files: ``.<name>.<random>.<pid>@<host>.tmp``.
 TEMP_PATTERN = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[^/@]+)\.tmp$")
 
@@ -43,6 +45,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; products are meant to be shared
+        crash_point("before_rename")
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

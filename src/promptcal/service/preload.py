@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from promptcal.core.camera import Camera, predict_detector_footprint, predict_detector_wcs
+from promptcal.core.crashpoints import crash_point
 from promptcal.core.errors import InvalidInputError, TransientError
 from promptcal.refcat import RefcatLoader
 from promptcal.service.messages import NextVisit
@@ -158,6 +159,7 @@ class Preloader:
         try:
             record.shards, record.center, record.pixel_scale = self.shards_for(message)
             record.n_read = self.loader.preload(record.shards)
+            crash_point("preload")
         except (InvalidInputError, TransientError) as exc:  # best effort: the task reloads
             record.error = f"{type(exc).__name__}: {exc}"
             logger.warning(

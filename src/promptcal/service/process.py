@@ -36,6 +36,7 @@ import resource
 import time
 from pathlib import Path
 
+from promptcal.core.crashpoints import crash_point
 from promptcal.core.errors import AlgorithmError, TransientError
 from promptcal.service.assembler import PendingExposure, RawMessage, ReceivedSnap
 from promptcal.service.deadline import time_limit
@@ -202,6 +203,7 @@ class ExposureProcessor:
                 "calibration of visit %d detector %d raised", pending.visit, pending.detector
             )
             error = exc
+        crash_point("calibration")
         hit = preloaded and self.refcat.cache_info()["misses"] == misses_before
         return Calibration(
             pending=pending,

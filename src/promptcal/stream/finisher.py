@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from promptcal.core.crashpoints import crash_point
 from promptcal.service.assembler import Position
 from promptcal.service.outcome import build_messages
 from promptcal.service.process import ExposureProcessor, ProductsInFlight
@@ -82,7 +83,9 @@ def finish_exposure(
     TransientError
         Writing, publishing or syncing failed beyond its retries.
     """
+    crash_point("finisher")
     outcome = processor.finish_write(writing)
+    crash_point("products_written")
     calibrated, metrics_record, out = build_messages(
         outcome,
         calibrated_topic=topics.calibrated,
@@ -91,6 +94,7 @@ def finish_exposure(
         now=time.time(),
     )
     publisher.publish(out)
+    crash_point("published")
     metrics.observe_result(
         outcome.status,
         detector=outcome.detector,
@@ -110,3 +114,4 @@ def finish_exposure(
     )
     emit("calibrated", calibrated=calibrated, metrics=metrics_record)
     processor.make_durable(outcome)
+    crash_point("durable")
