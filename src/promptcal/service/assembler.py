@@ -266,9 +266,21 @@ class OffsetTracker:
         self._committable: dict[tuple[str, int], int] = {}
 
     def received(self, position: Position) -> None:
-        """A message was consumed and is now being handled."""
+        """A message was consumed and is now being handled.
+
+        An offset below what is already committable means the partition started over
+        (a broker that lost its log, a topic re-created, an offset reset): its state is
+        dropped, or its commits would never advance again.
+        """
         topic, partition, offset = position
-        self._in_flight.setdefault((topic, partition), set()).add(offset)
+        tp = (topic, partition)
+        if offset < self._committable.get(tp, -1) and offset not in self._in_flight.get(tp, ()):
+            logger.warning(
+                "%s[%d] restarted at offset %d (committable was %d); tracking it afresh",
+                topic, partition, offset, self._committable[tp],
+            )  # fmt: skip
+            self.forget([tp])
+        self._in_flight.setdefault(tp, set()).add(offset)
 
     def done(self, positions: Iterable[Position]) -> dict[tuple[str, int], int]:
         """Messages are finished; returns the partitions whose committable offset advanced.

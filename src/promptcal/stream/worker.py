@@ -194,16 +194,25 @@ class Worker(GroupMember):
         self.consumer = Consumer(consumer_conf)
         wanted = [self.topics.next_visit, self.topics.image_ready]
         connect_consumer(self.consumer, s, wanted)
-        producer = Producer(producer_conf)
+
+        def make_producer():
+            return Producer({**producer_conf, "error_cb": self._on_producer_error})
+
         self.publisher = Publisher(
-            producer,
+            make_producer(),
             retries=s.retries,
             backoff=s.retry_backoff,
             delivery_timeout=s.delivery_timeout,
+            factory=make_producer,
         )
         self.consumer.subscribe(
             wanted, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+
+    def _on_producer_error(self, error: Any) -> None:
+        logger.warning("kafka producer: %s", error)
+        if self.publisher is not None:
+            self.publisher.note_error(error)
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
