@@ -132,6 +132,18 @@ def test_sigkill_at_every_step_loses_nothing(kafka_broker, tmp_path, record_prop
     elapsed = time.monotonic() - started
 
     assert len(crashes) == N_CRASHES and {c.split(":")[0] for c in crashes} == set(STEPS)
+    assert temporary_files(output) == []
+    for partition, offset in last_offset.items():
+        assert committed[partition][0] == offset + 1, (partition, committed)
+    logs = "".join(w.log() for w in [*retired, *workers.values()])
+    figures = _check_results(reader, published, crashes, logs)
+    figures["seconds"] = round(elapsed, 1)
+    record_property("crash_points", figures)
+    print(f"crash points: {figures}")
+
+
+def _check_results(reader, published: set, crashes: list[str], logs: str) -> dict:
+    """Exactly one distinct result per exposure, sound products; the figures."""
     distinct = distinct_results(reader.results)
     assert set(distinct) == published  # nothing lost, nothing extra
     assert all(len(v) == 1 for v in distinct.values()), {
@@ -140,21 +152,14 @@ def test_sigkill_at_every_step_loses_nothing(kafka_broker, tmp_path, record_prop
     for result, _ in reader.results:
         assert result.status == "success", result
         check_products(result)
-    assert temporary_files(output) == []
     assert reader.dead == []
-    for partition, offset in last_offset.items():
-        assert committed[partition][0] == offset + 1, (partition, committed)
-    logs = "".join(w.log() for w in [*retired, *workers.values()])
-    swept = sum(int(n) for n in re.findall(r"removed (\d+) temporary file", logs))
-    duplicates = len(reader.results) - len(distinct)
-    figures = {
-        "crashes": N_CRASHES,
+    return {
+        "crashes": len(crashes),
         "by_step": {s: sum(c.startswith(s + ":") for c in crashes) for s in STEPS},
         "exposures": len(published),
         "lost": len(published - set(distinct)),
-        "duplicate_messages": duplicates,
-        "temporary_files_swept": swept,
-        "seconds": round(elapsed, 1),
+        "duplicate_messages": len(reader.results) - len(distinct),
+        "temporary_files_swept": sum(
+            int(n) for n in re.findall(r"removed (\d+) temporary file", logs)
+        ),
     }
-    record_property("crash_points", figures)
-    print(f"crash points: {figures}")
