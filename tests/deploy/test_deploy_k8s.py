@@ -2,7 +2,7 @@
 
 Options are parsed by the real ``promptcal`` argument parser, settings derived by
 ``WorkerSettings``, probe paths answered by a real ``HealthServer``, environment
-variables mapped by ``promptcal.stream.kafka_env`` and accepted by librdkafka, topic
+variables mapped by ``promptcal.stream.clients`` and accepted by librdkafka, topic
 names built by ``TopicNames``; nothing is compared with a hand-kept list.
 """
 
@@ -22,7 +22,7 @@ from promptcal.commands.calibrate import build_config
 from promptcal.commands.cli import build_parser
 from promptcal.core.camera import load_camera
 from promptcal.stream.http import HealthServer
-from promptcal.stream.kafka_env import ENV_PREFIX, client_settings_from_env
+from promptcal.stream.clients import ENV_PREFIX, load_client_settings
 from promptcal.stream.settings import HEAP_BYTES_PER_PIXEL, WorkerSettings
 from promptcal.stream.topics import TopicNames
 
@@ -151,12 +151,12 @@ def test_environment_is_kafka_security_that_librdkafka_accepts(kind, name):
     (container,) = pod_spec(k8s_object(kind, name))["containers"]
     names = {e["name"] for e in container["env"]}
     assert names and all(n.startswith(ENV_PREFIX) for n in names)
-    settings = client_settings_from_env({n: "x" for n in names})
+    settings = load_client_settings(None, {n: "x" for n in names})
     assert {"security.protocol", "sasl.mechanism", "sasl.username", "sasl.password"} <= set(
         settings
     )
     values = {e["name"]: e.get("value", "secret") for e in container["env"]}
-    for prop, value in client_settings_from_env(values).items():
+    for prop, value in load_client_settings(None, values).items():
         try:
             Producer({"bootstrap.servers": "127.0.0.1:9", prop: value})
         except KafkaException as exc:  # a bad value (no CA file here) is fine, a bad name not

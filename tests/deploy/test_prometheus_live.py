@@ -146,7 +146,7 @@ def live(kafka_broker, tmp_path_factory):
         [sys.executable, "-m", "promptcal.commands.cli", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
-        # Through promptcal.stream.kafka_env to the consumer and the producer, as the
+        # Through promptcal.stream.clients to the consumer and the producer, as the
         # Deployment's security settings are (librdkafka rejects a name it lacks).
         env={**os.environ, "PROMPTCAL_KAFKA_CLIENT_ID": "promptcal-live-test"},
     )

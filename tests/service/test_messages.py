@@ -11,11 +11,10 @@ import pytest
 
 from promptcal.core.errors import InvalidInputError
 from promptcal.service import messages as schemas
+from promptcal.service.dead_letter import DEAD_LETTER_HEADERS, DeadLetter
 from promptcal.service.messages import (
-    DEAD_LETTER_HEADERS,
     MESSAGE_TYPES,
     Calibrated,
-    DeadLetter,
     ImageReady,
     MetricsRecord,
     NextVisit,

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from promptcal.core import errors
 from promptcal.core.task import Struct
 from promptcal.service.process import match_counts
-from promptcal.stream.kafka_env import client_settings_from_env, property_name
+from promptcal.stream.clients import load_client_settings, property_name
 from promptcal.stream.metrics import MESSAGE_KINDS, WorkerMetrics, failure_reasons
 
 
@@ -107,11 +107,11 @@ def test_kafka_settings_from_environment():
         "PROMPTCAL_KAFKA_": "ignored",
         "KAFKA_SASL_USERNAME": "not ours",
     }
-    assert client_settings_from_env(env) == {
+    assert load_client_settings(None, env) == {
         "security.protocol": "SASL_SSL",
         "sasl.password": "s3cret",
     }
-    assert client_settings_from_env({}) == {}
+    assert load_client_settings(None, {}) == {}
     assert property_name("PROMPTCAL_KAFKA_SSL_CA_LOCATION") == "ssl.ca.location"
     with pytest.raises(ValueError, match="PROMPTCAL_KAFKA_"):
         property_name("SASL_USERNAME")

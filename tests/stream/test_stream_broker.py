@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from promptcal.commands import topics as topics_command
 from promptcal.core.errors import InvalidInputError
-from promptcal.service.messages import ImageReady, NextVisit, decode, detector_key, encode
+from promptcal.service.fields import detector_key
+from promptcal.service.messages import ImageReady, NextVisit, decode, encode
 from promptcal.stream.broker import BrokerStartupError, LocalBroker
 from promptcal.stream.metrics import WorkerMetrics
 from promptcal.stream.topics import (

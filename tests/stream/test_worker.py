@@ -51,7 +51,8 @@ from promptcal.io.catalogs import read_catalog
 from promptcal.io.products import read_calexp
 from promptcal.pipeline.config import CalibrateImageConfig
 from promptcal.refcat import RefcatLoader
-from promptcal.service.messages import Calibrated, DeadLetter, MetricsRecord, decode, encode
+from promptcal.service.dead_letter import DeadLetter
+from promptcal.service.messages import Calibrated, MetricsRecord, decode, encode
 from promptcal.stream.settings import WorkerSettings
 from promptcal.stream.topics import TopicNames, create_topics, producer_config
 from promptcal.stream.worker import Worker
@@ -156,6 +157,7 @@ def run(stream, kafka_broker, tmp_path_factory):
         http_host="127.0.0.1",
         http_port=0,
         snap_wait=SNAP_WAIT,
+        file_wait=1.0,  # the absent snap is waited for this long, then dead-lettered
         statistics_interval_ms=300,
         do_warmup=False,
         consumer_overrides=FAST_GROUP,

@@ -55,9 +55,9 @@ def test_assembler_completes_expires_and_rejects_inconsistent_snaps():
     assembler.add(_snap(visit=3, offset=9))
     assert [p.visit for p in assembler.drop_partitions({("ir", 0)})] == [3]
     # A late copy of a snap whose exposure was handed out is recognised.
-    assert assembler.already_handled(_snap(visit=1, snap=1).message)
-    assert assembler.already_handled(_snap(visit=2).message)
-    assert not assembler.already_handled(_snap(visit=3).message)
+    assert assembler.already_handled(done.snaps[1])
+    assert assembler.already_handled(late.snaps[0])
+    assert not assembler.already_handled(_snap(visit=3))
 
 
 def test_offset_tracker_never_commits_past_a_waiting_snap():
@@ -96,7 +96,7 @@ def test_max_poll_interval_covers_the_worst_case():
     )
     # publish: 3 attempts × 10 s + 1 + 2 s backoff = 33 s, twice (results, dead letters),
     # storage backoff 3 s; plus the exposure and 60 s of slack.
-    assert settings.max_poll_interval_ms() == 1000 * (300 + 2 * 33 + 3 + 60)
+    assert settings.max_poll_interval_ms() == 1000 * (300 + 2 * 33 + 3 + 10 + 60)
     short = WorkerSettings(
         bootstrap="b",
         group_id="g",

@@ -73,6 +73,7 @@ def run_demo(output: Path, visits: int, size: int, seed: int) -> int:
             sys.executable, "-m", "promptcal", "serve",
             "--bootstrap", broker.bootstrap, "--group", "demo-workers",
             "--refcat", str(night_dir / "refcat"), "--output", str(products),
+            "--input-root", str(night_dir),
             "--camera", str(night_dir / "camera.json"), "--prefix", INSTRUMENT_PREFIX,
             "--http-host", "127.0.0.1", "--http-port", str(port), "--snap-wait", "30",
             # Quick group joins for a one-worker demo (production keeps the defaults).

@@ -56,7 +56,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="lsstcam-like",
         help="camera for the preload footprint: built-in name or JSON file",
     )
-    p.add_argument("--http-host", default="0.0.0.0", help="interface of the HTTP endpoints")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port (0: any free)")
     p.add_argument("--poll-timeout", type=float, default=0.1, help="longest poll wait [s]")
     p.add_argument(
@@ -129,8 +128,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra librdkafka consumer setting (repeatable)",
     )
+    _add_safety_options(p)
     p.set_defaults(handler=run)
     return p
+
+
+def _add_safety_options(p: argparse.ArgumentParser) -> None:
+    """Input confinement and limits, Kafka security settings, HTTP interface (issue 15)."""
+    p.add_argument(
+        "--http-host",
+        default=os.environ.get("PROMPTCAL_HTTP_HOST", "127.0.0.1"),
+        help="interface of the read-only HTTP endpoints (default $PROMPTCAL_HTTP_HOST or "
+        "loopback; a pod needs 0.0.0.0 or its IP for probes and scrapes)",
+    )
+    p.add_argument(
+        "--input-root",
+        dest="input_roots",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory snap files must resolve into, symlinks resolved (repeatable); "
+        "without one, snaps are read from anywhere (a warning at start)",
+    )
+    p.add_argument("--max-file-mb", type=float, default=1024.0, help="largest snap file [MiB]")
+    p.add_argument(
+        "--max-pixels", type=int, default=2**26, help="largest image plane of a snap [pixels]"
+    )
+    p.add_argument(
+        "--file-wait",
+        type=float,
+        default=10.0,
+        help="wait for a snap file that is missing or still being written [s]",
+    )
+    p.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="librdkafka settings of every client (security.protocol, sasl.*, ssl.*): "
+        "name=value lines; PROMPTCAL_KAFKA_<NAME> variables override them (_ for .). "
+        "Keep secrets there, not on the command line",
+    )
 
 
 def _parse_cpus(text: str) -> frozenset[int]:
@@ -170,18 +206,15 @@ def pin_to_cpus(cpus: frozenset[int]) -> None:
         os.sched_setaffinity(int(task), cpus)
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
+def _parse_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> (key, value), the value as written: librdkafka parses text, and a
+    cast would mangle values such as ``007`` or ``1e3``."""
     from promptcal.core.errors import InvalidInputError
 
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise InvalidInputError(f"--consumer-option {text!r}: expected KEY=VALUE")
-    for cast in (int, float):
-        try:
-            return key, cast(value)
-        except ValueError:
-            pass
-    return key, {"true": True, "false": False}.get(value.lower(), value)
+    return key, value
 
 
 def process_age() -> float | None:
@@ -201,8 +234,6 @@ def run(args: argparse.Namespace) -> int:
     from promptcal.commands.calibrate import build_config
     from promptcal.core.camera import load_camera
     from promptcal.refcat import RefcatLoader
-    from promptcal.stream.kafka_env import client_settings_from_env
-    from promptcal.stream.settings import WorkerSettings
     from promptcal.stream.worker import Worker
 
     if args.verbose == 0:  # the worker's INFO lines are its operational log
@@ -211,28 +242,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cpus is not None:
         pin_to_cpus(args.cpus)
         log.info("running on CPUs %s", ",".join(map(str, sorted(args.cpus))))
-    settings = WorkerSettings(
-        bootstrap=args.bootstrap,
-        group_id=args.group,
-        output=args.output,
-        topic_prefix=args.prefix,
-        poll_timeout=args.poll_timeout,
-        snap_wait=args.snap_wait,
-        next_visit_wait=args.next_visit_wait,
-        grace_period=args.grace_period,
-        http_host=args.http_host,
-        http_port=args.http_port,
-        max_exposure_seconds=args.max_exposure_seconds,
-        retries=args.retries,
-        retry_backoff=args.retry_backoff,
-        delivery_timeout=args.delivery_timeout,
-        camera=args.camera,
-        statistics_interval_ms=args.statistics_interval_ms,
-        do_warmup=args.warmup,
-        heap_reserve_mb=args.heap_reserve_mb,
-        consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
-        client_overrides=client_settings_from_env(),  # PROMPTCAL_KAFKA_*: SASL/TLS
-    )
+    settings = _settings(args)
     config = build_config(args.config, args.overrides)
     refcat = RefcatLoader(args.refcat, cache_bytes=int(args.refcat_cache_mb * 2**20))
     camera = load_camera(settings.camera)
@@ -276,6 +286,39 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _settings(args: argparse.Namespace):
+    """The :class:`~promptcal.stream.settings.WorkerSettings` of the command line."""
+    from promptcal.stream.clients import load_client_settings
+    from promptcal.stream.settings import WorkerSettings
+
+    return WorkerSettings(
+        bootstrap=args.bootstrap,
+        group_id=args.group,
+        output=args.output,
+        input_roots=tuple(args.input_roots),
+        max_file_mb=args.max_file_mb,
+        max_pixels=args.max_pixels,
+        file_wait=args.file_wait,
+        topic_prefix=args.prefix,
+        poll_timeout=args.poll_timeout,
+        snap_wait=args.snap_wait,
+        next_visit_wait=args.next_visit_wait,
+        grace_period=args.grace_period,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        max_exposure_seconds=args.max_exposure_seconds,
+        retries=args.retries,
+        retry_backoff=args.retry_backoff,
+        delivery_timeout=args.delivery_timeout,
+        camera=args.camera,
+        statistics_interval_ms=args.statistics_interval_ms,
+        do_warmup=args.warmup,
+        heap_reserve_mb=args.heap_reserve_mb,
+        consumer_overrides=dict(_parse_option(t) for t in args.consumer_options),
+        client_settings=load_client_settings(args.kafka_config),
+    )
 
 
 def _grace_exceeded(since: float) -> None:

@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Create the topics and print one line per topic."""
-    from promptcal.stream.kafka_env import client_settings_from_env
+    from promptcal.stream.clients import load_client_settings
     from promptcal.stream.topics import create_topics
 
     created = create_topics(
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         replication_factor=args.replication_factor,
         timeout=args.timeout,
-        client_options=client_settings_from_env(),  # PROMPTCAL_KAFKA_*: SASL/TLS
+        client_options=load_client_settings(),  # PROMPTCAL_KAFKA_*: SASL/TLS
     )
     for name, is_new in created.items():
         print(f"{name}\t{'created' if is_new else 'exists'}")

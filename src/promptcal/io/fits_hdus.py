@@ -39,14 +39,20 @@ def open_fits(path: str | os.PathLike[str]) -> Iterator[fits.HDUList]:
     if not os.path.isfile(name):
         raise InvalidInputError(f"{name}: no such file")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            hdul = fits.open(name, memmap=False, lazy_load_hdus=False)
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ... here
+        stream = open(name, "rb")
+    except OSError as exc:
         raise InvalidInputError(f"{name}: not a readable FITS file ({one_line(exc)})") from exc
-    with hdul:
-        _raise_on_damage(name, caught)
-        yield hdul
+    # Our own file object: astropy leaks the one it opens when the header is damaged.
+    with stream:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                hdul = fits.open(stream, memmap=False, lazy_load_hdus=False)
+        except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ... here
+            raise InvalidInputError(f"{name}: not a readable FITS file ({one_line(exc)})") from exc
+        with hdul:
+            _raise_on_damage(name, caught)
+            yield hdul
 
 
 @contextlib.contextmanager

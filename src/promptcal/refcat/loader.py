@@ -23,7 +23,7 @@ from astropy.table import Table
 from astropy.time import Time
 from astropy_healpix import HEALPix, nside_to_pixel_resolution
 
-from promptcal.core.errors import InvalidInputError
+from promptcal.core.errors import InvalidInputError, TransientError
 from promptcal.refcat.geometry import (
     angular_distance_deg,
     in_padded_polygon,
@@ -265,8 +265,8 @@ class RefcatLoader:
         path = self.directory / info.file
         try:
             data = path.read_bytes()
-        except OSError as exc:
-            raise InvalidInputError(f"reference catalog shard {path} unreadable: {exc}") from exc
+        except OSError as exc:  # storage trouble, not the exposure's fault: retried upstream
+            raise TransientError(f"reference catalog shard {path} unreadable: {exc}") from exc
         digest = sha256_bytes(data)
         if digest != info.sha256:
             raise InvalidInputError(

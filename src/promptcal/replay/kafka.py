@@ -90,13 +90,8 @@ class ResultWatcher:
 
     def _decode(self, message) -> tuple[str, int, int, dict[str, Any]] | None:
         from promptcal.core.errors import InvalidInputError
-        from promptcal.service.messages import (
-            Calibrated,
-            DeadLetter,
-            ImageReady,
-            MetricsRecord,
-            decode,
-        )
+        from promptcal.service.dead_letter import DeadLetter
+        from promptcal.service.messages import Calibrated, ImageReady, MetricsRecord, decode
 
         topic = message.topic()
         try:
@@ -173,7 +168,8 @@ def replay_kafka(
     """
     from confluent_kafka import Producer
 
-    from promptcal.service.messages import encode, visit_detector_key
+    from promptcal.service.fields import visit_detector_key
+    from promptcal.service.messages import encode
     from promptcal.service.outcome import OutgoingMessage
     from promptcal.stream.publish import Publisher
     from promptcal.stream.topics import TopicNames, producer_config

@@ -15,6 +15,12 @@ without a WCS, and a replay at full speed delivers the two topics in no particul
 order (a backlog of next-visits then arrives one calibration at a time, so the wait
 counts from the last message, not from the exposure).
 
+Late duplicates: once an exposure is handed out, a byte-identical copy of one of its
+snap messages (a producer's retry) is recognised and skipped, so it is not calibrated
+again alone. Only identical bytes count: a corrected re-send (new bytes) is a new
+request, and an exposure that went to ``dead-letter`` is forgotten (:meth:`forget`),
+so replaying its dead letters is processed, not skipped as a duplicate.
+
 Offset bookkeeping
 ------------------
 Kafka commits one offset per partition, meaning "everything before it is done". The
@@ -27,6 +33,7 @@ advances the committable offset to the lowest one still in flight.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -69,6 +76,14 @@ class ReceivedSnap:
     value: bytes | None = None
     headers: list[tuple[str, bytes]] | None = None
     received_at: float = field(default_factory=time.time)
+
+    def fingerprint(self) -> bytes:
+        """Digest of the message bytes (of the re-encoded message when they are unknown)."""
+        if self.value is not None:
+            data = bytes(self.value)
+        else:
+            data = self.message.model_dump_json().encode("utf-8")
+        return hashlib.blake2b(data, digest_size=16).digest()
 
 
 @dataclass
@@ -145,9 +160,10 @@ class SnapAssembler:
         self._last_message = -float("inf")  # clock of the last add/announce [s]
         self._clock = clock
         self._pending: dict[ExposureKey, PendingExposure] = {}
-        # Exposures already handed out, so that a late duplicate snap (a producer retry)
-        # is not calibrated again alone, overwriting the full exposure's products.
-        self._handed_out: OrderedDict[ExposureKey, None] = OrderedDict()
+        # Exposures already handed out and the fingerprints of their snap messages, so
+        # that a late duplicate snap (a producer retry) is not calibrated again alone,
+        # overwriting the full exposure's products.
+        self._handed_out: OrderedDict[ExposureKey, frozenset[bytes]] = OrderedDict()
         self.max_remembered = int(max_remembered)
 
     def __len__(self) -> int:
@@ -213,13 +229,23 @@ class SnapAssembler:
 
     def _hand_out(self, pending: PendingExposure) -> None:
         del self._pending[pending.key]
-        self._handed_out[pending.key] = None
+        prints = frozenset(s.fingerprint() for s in pending.snaps.values())
+        self._handed_out.pop(pending.key, None)
+        self._handed_out[pending.key] = prints
         while len(self._handed_out) > self.max_remembered:
             self._handed_out.popitem(last=False)
 
-    def already_handled(self, message: ImageReady) -> bool:
-        """Whether this snap's exposure was already handed out (a late duplicate)."""
-        return (message.instrument, message.visit, message.detector) in self._handed_out
+    def already_handled(self, snap: ReceivedSnap) -> bool:
+        """Whether ``snap`` is a byte-identical copy of a snap of an exposure already
+        handed out (a late duplicate, to be skipped)."""
+        msg = snap.message
+        prints = self._handed_out.get((msg.instrument, msg.visit, msg.detector))
+        return prints is not None and snap.fingerprint() in prints
+
+    def forget(self, key: ExposureKey) -> None:
+        """Do not treat copies of this exposure's snaps as duplicates (it was not
+        calibrated: its dead letters may be replayed, its snaps re-sent)."""
+        self._handed_out.pop(key, None)
 
     def expired(self) -> list[PendingExposure]:
         """Remove and return the exposures whose wait is over (``expired`` set)."""
@@ -285,9 +311,21 @@ class OffsetTracker:
         self._committable: dict[tuple[str, int], int] = {}
 
     def received(self, position: Position) -> None:
-        """A message was consumed and is now being handled."""
+        """A message was consumed and is now being handled.
+
+        An offset below what is already committable means the partition started over
+        (a broker that lost its log, a topic re-created, an offset reset): its state is
+        dropped, or its commits would never advance again.
+        """
         topic, partition, offset = position
-        self._in_flight.setdefault((topic, partition), set()).add(offset)
+        tp = (topic, partition)
+        if offset < self._committable.get(tp, -1) and offset not in self._in_flight.get(tp, ()):
+            logger.warning(
+                "%s[%d] restarted at offset %d (committable was %d); tracking it afresh",
+                topic, partition, offset, self._committable[tp],
+            )  # fmt: skip
+            self.forget([tp])
+        self._in_flight.setdefault(tp, set()).add(offset)
 
     def done(self, positions: Iterable[Position]) -> dict[tuple[str, int], int]:
         """Messages are finished; returns the partitions whose committable offset advanced.
@@ -330,3 +368,38 @@ class OffsetTracker:
     def describe(self) -> dict[str, Any]:
         """State for logs: committable and in-flight offsets."""
         return {"committable": self.committable(), "in_flight": self.in_flight()}
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A consumed Kafka message as bytes (what a dead letter re-publishes)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+
+    @property
+    def position(self) -> Position:
+        """(topic, partition, offset)."""
+        return (self.topic, self.partition, self.offset)
+
+    @classmethod
+    def from_kafka(cls, message: Any) -> RawMessage:
+        """From a ``confluent_kafka.Message``."""
+        return cls(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value(),
+            message.headers(),
+        )
+
+    @classmethod
+    def from_snap(cls, snap: ReceivedSnap) -> RawMessage:
+        """From a snap kept by the assembler."""
+        topic, partition, offset = snap.position
+        return cls(topic, partition, offset, snap.key, snap.value, snap.headers)

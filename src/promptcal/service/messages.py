@@ -16,20 +16,22 @@ Conventions (see ``docs/messages.md`` for examples):
 - Unknown fields are ignored (tolerant reader), so a producer may add an optional
   field without breaking running workers; anything a consumer must understand
   bumps ``schema_version``.
+- Hostile input is bounded: a value longer than :data:`MAX_MESSAGE_BYTES`, JSON nested
+  deeper than the parser's recursion limit, lone surrogates, control characters in
+  names, an ``instrument`` that is not a plain directory name and ids beyond 64 bits
+  are all rejected by :func:`decode` (they would otherwise crash a worker or escape the
+  product root).
+
+The dead-letter headers live in :mod:`promptcal.service.dead_letter` (re-exported here).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import math
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -37,39 +39,56 @@ from pydantic import (
 )
 
 from promptcal.core.errors import InvalidInputError
+from promptcal.service.dead_letter import (
+    DEAD_LETTER_HEADERS,
+    HEADER_ERROR_MESSAGE,
+    HEADER_ERROR_TYPE,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    MAX_ERROR_MESSAGE_CHARS,
+    DeadLetter,
+)
+from promptcal.service.fields import (
+    MAX_DETECTOR,
+    MAX_MESSAGE_BYTES,
+    MAX_VISIT,
+    Instrument,
+    Name,
+    SummaryValue,
+    UnixTime,
+    Uri,
+    UtcTime,
+    detector_key,
+    visit_detector_key,
+)
+
+__all__ = [
+    "DEAD_LETTER_HEADERS",
+    "HEADER_ERROR_MESSAGE",
+    "HEADER_ERROR_TYPE",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_MESSAGE_BYTES",
+    "MESSAGE_TYPES",
+    "SCHEMA_VERSION",
+    "Calibrated",
+    "DeadLetter",
+    "ImageReady",
+    "Message",
+    "MetricsRecord",
+    "NextVisit",
+    "decode",
+    "detector_key",
+    "encode",
+    "visit_detector_key",
+]
 
 
 #: The schema version this code writes.
-def detector_key(detector: int) -> bytes:
-    """Key of ``next-visit`` and ``image-ready`` messages: the detector number in ASCII."""
-    return str(int(detector)).encode("ascii")
-
-
-def visit_detector_key(visit: int, detector: int) -> bytes:
-    """Key of ``calibrated`` and ``metrics`` messages: ``b"visit:detector"``."""
-    return f"{int(visit)}:{int(detector)}".encode("ascii")
-
-
 SCHEMA_VERSION = 1
-
-
-def _to_utc(value: _dt.datetime) -> _dt.datetime:
-    return value.astimezone(_dt.UTC)
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN: a non-finite float is published as ``null``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-UnixTime = Annotated[float, Field(ge=0.0, description="POSIX time [s]")]
-Name = Annotated[str, Field(min_length=1, max_length=128)]
-SummaryValue = Annotated[float | list[float | None] | None, BeforeValidator(_finite_or_none)]
 
 
 class Message(BaseModel):
@@ -105,9 +124,12 @@ class Message(BaseModel):
 class _Exposure(Message):
     """Fields that name one detector of one visit."""
 
-    instrument: Name = Field(description="Instrument name, e.g. 'LSSTCam'.")
-    visit: int = Field(ge=0, description="Visit (exposure) id.")
-    detector: int = Field(ge=0, description="Detector number.")
+    instrument: Instrument = Field(
+        description="Instrument name, e.g. 'LSSTCam': 1-64 characters of [A-Za-z0-9_.-], "
+        "starting with a letter or digit (it names a product directory)."
+    )
+    visit: int = Field(ge=0, le=MAX_VISIT, description="Visit (exposure) id (< 2^63).")
+    detector: int = Field(ge=0, le=MAX_DETECTOR, description="Detector number (< 2^31).")
 
 
 class NextVisit(_Exposure):
@@ -160,7 +182,7 @@ class ImageReady(_Exposure):
     band: Name = Field(description="Abstract band, e.g. 'r'.")
     exposure_time: float = Field(ge=0.0, description="Open-shutter time of this snap [s].")
     mid_exposure_time: UtcTime = Field(description="Mid-exposure time, ISO 8601 (UTC).")
-    uri: Name = Field(description="Where the snap is: file://..., s3://... (fsspec URL).")
+    uri: Uri = Field(description="Where the snap is: file://..., s3://... (fsspec URL).")
     produced_at: UnixTime = Field(description="When the message was produced, POSIX time [s].")
     weight_uri: str | None = Field(None, description="Inverse-variance weight file, if any.")
     mask_uri: str | None = Field(None, description="Mask/DQ file of the snap, if any.")
@@ -292,25 +314,35 @@ def decode(raw: bytes | bytearray | memoryview | str | None, model_cls: type[M])
     Raises
     ------
     InvalidInputError
-        Not UTF-8, not strict JSON, not an object, no or unsupported ``schema_version``,
-        or a field fails validation.
+        Empty, longer than :data:`MAX_MESSAGE_BYTES`, not UTF-8, not strict JSON (or
+        nested too deeply to parse), lone surrogates, not an object, no or unsupported
+        ``schema_version``, or a field fails validation.
     """
     name = model_cls.__name__
     if raw is None:
         raise InvalidInputError(f"{name}: empty message (null value), expected a JSON object")
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw))
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidInputError(f"{name}: {size} bytes, more than the {MAX_MESSAGE_BYTES} allowed")
     try:
         text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
         data = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        # A lone surrogate (JSON "\ud800") parses but cannot become a path or a header.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError) as exc:
         raise InvalidInputError(f"{name}: not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. [[[[...]]]] 100 000 deep: poison, not a crash
+        raise InvalidInputError(f"{name}: JSON nested too deeply to parse") from exc
     if not isinstance(data, dict):
         raise InvalidInputError(f"{name}: expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        raise InvalidInputError(f"{name}: schema_version must be an integer, got {version!r}")
+        raise InvalidInputError(
+            f"{name}: schema_version must be an integer, got {_short(repr(version))}"
+        )
     if version not in model_cls.SUPPORTED_VERSIONS:
         raise InvalidInputError(
-            f"{name}: unknown schema_version {version}; this reader supports "
+            f"{name}: unknown schema_version {_short(str(version))}; this reader supports "
             f"{sorted(model_cls.SUPPORTED_VERSIONS)}"
         )
     try:
@@ -320,99 +352,11 @@ def decode(raw: bytes | bytearray | memoryview | str | None, model_cls: type[M])
             f"{'.'.join(str(p) for p in err['loc']) or '<message>'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise InvalidInputError(f"{name}: invalid message: {problems}") from exc
+        raise InvalidInputError(f"{name}: invalid message: {_short(problems)}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"{name}: a field is nested too deeply") from exc
 
 
-# -- dead letters ----------------------------------------------------------------------
-
-#: Header names of a dead-letter message. Its key and value are the original message's
-#: key and bytes, unchanged, so it can be inspected or re-published as it was.
-HEADER_ERROR_TYPE = "error-type"
-HEADER_ERROR_MESSAGE = "error-message"
-HEADER_SOURCE_TOPIC = "source-topic"
-HEADER_SOURCE_PARTITION = "source-partition"
-HEADER_SOURCE_OFFSET = "source-offset"
-DEAD_LETTER_HEADERS: tuple[str, ...] = (
-    HEADER_ERROR_TYPE,
-    HEADER_ERROR_MESSAGE,
-    HEADER_SOURCE_TOPIC,
-    HEADER_SOURCE_PARTITION,
-    HEADER_SOURCE_OFFSET,
-)
-
-#: Longest error message kept in a header [characters]; longer ones are truncated.
-MAX_ERROR_MESSAGE_CHARS = 2000
-
-
-class DeadLetter(BaseModel):
-    """What the dead-letter headers say about a rejected message.
-
-    Build the headers with :meth:`headers`; read them back with :meth:`from_headers`.
-    Header values are UTF-8 text; partition and offset are decimal integers.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    error_type: str = Field(description="Exception class name, e.g. 'InvalidInputError'.")
-    error_message: str = Field(description="Exception message (truncated to 2000 chars).")
-    source_topic: str = Field(description="Topic the original message was read from.")
-    source_partition: int = Field(ge=0, description="Its partition.")
-    source_offset: int = Field(ge=0, description="Its offset.")
-
-    @classmethod
-    def from_error(
-        cls, error: BaseException, source_topic: str, source_partition: int, source_offset: int
-    ) -> DeadLetter:
-        """Describe ``error`` raised while handling the message at topic/partition/offset."""
-        message = str(error)
-        if len(message) > MAX_ERROR_MESSAGE_CHARS:
-            message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
-        return cls(
-            error_type=type(error).__name__,
-            error_message=message,
-            source_topic=source_topic,
-            source_partition=source_partition,
-            source_offset=source_offset,
-        )
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """Kafka headers, in :data:`DEAD_LETTER_HEADERS` order."""
-        values = (
-            self.error_type,
-            self.error_message,
-            self.source_topic,
-            str(self.source_partition),
-            str(self.source_offset),
-        )
-        return [(k, v.encode("utf-8")) for k, v in zip(DEAD_LETTER_HEADERS, values, strict=True)]
-
-    @classmethod
-    def from_headers(
-        cls, headers: list[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None
-    ) -> DeadLetter:
-        """Read the headers of a dead-letter message (extra headers are ignored).
-
-        Raises
-        ------
-        InvalidInputError
-            A required header is missing or malformed.
-        """
-        items = headers.items() if isinstance(headers, dict) else (headers or [])
-        found: dict[str, str] = {}
-        for name, value in items:
-            if name in DEAD_LETTER_HEADERS and value is not None:
-                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-                found[name] = text
-        missing = [h for h in DEAD_LETTER_HEADERS if h not in found]
-        if missing:
-            raise InvalidInputError(f"dead-letter message lacks headers {missing}")
-        try:
-            return cls(
-                error_type=found[HEADER_ERROR_TYPE],
-                error_message=found[HEADER_ERROR_MESSAGE],
-                source_topic=found[HEADER_SOURCE_TOPIC],
-                source_partition=int(found[HEADER_SOURCE_PARTITION]),
-                source_offset=int(found[HEADER_SOURCE_OFFSET]),
-            )
-        except (ValueError, ValidationError) as exc:
-            raise InvalidInputError(f"malformed dead-letter headers {found}: {exc}") from exc
+def _short(text: str, limit: int = 500) -> str:
+    """Error texts quote the input: keep them short (headers, logs)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

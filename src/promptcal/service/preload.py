@@ -22,7 +22,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from promptcal.core.camera import Camera, predict_detector_footprint, predict_detector_wcs
-from promptcal.core.errors import InvalidInputError
+from promptcal.core.crashpoints import crash_point
+from promptcal.core.errors import InvalidInputError, TransientError
 from promptcal.refcat import RefcatLoader
 from promptcal.service.messages import NextVisit
 
@@ -167,7 +168,8 @@ class Preloader:
         try:
             record.shards, record.center, record.pixel_scale = self.shards_for(message)
             record.n_read = self.loader.preload(record.shards)
-        except InvalidInputError as exc:
+            crash_point("preload")
+        except (InvalidInputError, TransientError) as exc:  # best effort: the task reloads
             record.error = f"{type(exc).__name__}: {exc}"
             logger.warning(
                 "preload visit=%d detector=%d failed: %s", message.visit, message.detector, exc

@@ -4,16 +4,21 @@
 one exposure (and the preload record of its ``next-visit``), it returns an
 :class:`~promptcal.stream.publish.Outcome` for the result messages.
 
-- Reading: the snap URIs are ``file://`` URIs or plain paths. A missing, truncated or
-  non-FITS file raises :class:`~promptcal.core.errors.InvalidInputError` (the worker sends
-  the snaps to ``dead-letter``); other ``OSError`` s (storage hiccups) are retried.
+- Reading (:mod:`~promptcal.service.inputs`): the snap URIs are ``file://`` URIs or
+  plain paths, confined to the input roots and size limits. A file missing or still
+  being written is waited for (``file_wait``); then, like a damaged or non-FITS file,
+  it raises :class:`~promptcal.core.errors.InvalidInputError` (the worker sends the
+  snaps to ``dead-letter``); storage errors (``EIO``, ``ESTALE``) are retried.
 - Identity: the message is authoritative: each snap gets the message's visit,
   detector and band (the band selects the reference band).
 - Without a WCS in the file, the footprint predicted at preload time gives the task a
   pointing hint.
 - Any failure of the calibration itself is a result (``status=failed``): an
-  :class:`~promptcal.core.errors.AlgorithmError` as designed, any other exception logged
-  with its traceback (a poison exposure must not stall its partition forever).
+  :class:`~promptcal.core.errors.AlgorithmError` as designed, the time limit
+  (:mod:`~promptcal.service.deadline`), any other exception logged with its traceback
+  (a poison exposure must not stall its partition forever). A storage error of the
+  reference catalog is not the exposure's fault: the calibration is retried, then a
+  :class:`~promptcal.core.errors.TransientError` stops the worker.
 - Products go to ``<root>/<instrument>/<visit>/<detector>/``, written atomically;
   ``OSError`` s are retried with backoff, then raised as
   :class:`~promptcal.core.errors.TransientError`. The steps are separate
@@ -29,16 +34,25 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptcal.core.crashpoints import crash_point
 from promptcal.core.errors import AlgorithmError, InvalidInputError, TransientError
-from promptcal.service.assembler import PendingExposure, Position, ReceivedSnap
-from promptcal.service.locations import output_root, product_dir, uri_to_path
+from promptcal.service.assembler import PendingExposure, ReceivedSnap
+from promptcal.service.deadline import time_limit
+from promptcal.service.inputs import InputPolicy, SnapReader
+from promptcal.service.locations import (
+    output_root,
+    product_dir,
+    product_dir_parents,
+    recent_product_dirs,
+    uri_to_path,
+)
 from promptcal.service.outcome import Outcome
 from promptcal.service.preload import Preloader, PreloadRecord
-from promptcal.service.retries import with_retries
+from promptcal.service.records import Calibration, ProductsInFlight
+from promptcal.service.retries import retry_delays, with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -56,72 +70,6 @@ def match_counts(result: Any) -> dict[str, int | None]:
     }
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """A consumed Kafka message as bytes (what a dead letter re-publishes)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None
-
-    @property
-    def position(self) -> Position:
-        """(topic, partition, offset)."""
-        return (self.topic, self.partition, self.offset)
-
-    @classmethod
-    def from_kafka(cls, message: Any) -> RawMessage:
-        """From a ``confluent_kafka.Message``."""
-        return cls(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key(),
-            message.value(),
-            message.headers(),
-        )
-
-    @classmethod
-    def from_snap(cls, snap: ReceivedSnap) -> RawMessage:
-        """From a snap kept by the assembler."""
-        topic, partition, offset = snap.position
-        return cls(topic, partition, offset, snap.key, snap.value, snap.headers)
-
-
-@dataclass
-class Calibration:
-    """One exposure read and calibrated (successfully or not), before its products."""
-
-    pending: PendingExposure
-    task: Any
-    result: Any  # the task's Struct, partial after a failure
-    error: BaseException | None
-    inputs: list[Path]
-    started: float  # reading began [POSIX s]
-    read_time: float  # [s]
-    calib_time: float  # [s]
-    cpu_time: float  # process CPU during the task [s]
-    preload_hit: bool | None
-    preload_duration: float | None  # [s]
-
-    @property
-    def status(self) -> str:
-        """``"failed"`` if the task raised, else ``"success"``."""
-        return "failed" if self.error is not None else "success"
-
-
-@dataclass
-class ProductsInFlight:
-    """An exposure whose catalogs are written and whose calexp is on its way."""
-
-    calibration: Calibration
-    products: Any  # promptcal.io.products.PendingProducts
-    started: float  # the write began [time.perf_counter s]
-
-
 class ExposureProcessor:
     """Read, calibrate and write one exposure.
 
@@ -135,15 +83,38 @@ class ExposureProcessor:
         Product root (path or ``file://`` URI).
     retries, backoff : int, float
         Storage retries and first backoff [s].
+    inputs : InputPolicy, optional
+        Input roots and limits of the snap files (default: unconfined, default limits).
+    time_limit : float, optional
+        Longest calibration of one exposure [s] (``None``: no limit).
+    stale_temp_seconds : float
+        A temporary product file untouched this long is a dead writer's [s].
     """
 
-    def __init__(self, config, refcat, output: str, *, retries: int = 5, backoff: float = 0.5):
+    def __init__(
+        self,
+        config,
+        refcat,
+        output: str,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        inputs: InputPolicy | None = None,
+        time_limit: float | None = None,
+        stale_temp_seconds: float = 900.0,
+    ):
         self.config = config
         self.config_hash = config.config_hash()
         self.refcat = refcat
         self.root = output_root(output)
         self.retries = retries
         self.backoff = backoff
+        policy = inputs or InputPolicy()
+        self.reader = SnapReader(
+            InputPolicy(**{**policy.__dict__, "retries": retries, "backoff": backoff})
+        )
+        self.time_limit = time_limit
+        self.stale_temp_seconds = stale_temp_seconds
 
     def read(
         self, snaps: list[ReceivedSnap], saturation: float | None = None
@@ -151,26 +122,17 @@ class ExposureProcessor:
         """The snaps' exposures, with the messages' visit, detector and band (and the
         camera's saturation level, when it has one)."""
         from promptcal.core.exposure import Detector
-        from promptcal.io import read_exposure
 
         exposures, paths = [], []
         for snap in snaps:
             msg = snap.message
-            path = uri_to_path(msg.uri)
-            weight, mask = (
-                None if uri is None else uri_to_path(uri)
-                for uri in (getattr(msg, "weight_uri", None), getattr(msg, "mask_uri", None))
+            exposure, path = self.reader.read(
+                msg.uri,
+                msg.band,
+                weight_uri=getattr(msg, "weight_uri", None),
+                mask_uri=getattr(msg, "mask_uri", None),
+                saturation=saturation,
             )
-
-            def read(path=path, band=msg.band, weight=weight, mask=mask):
-                for item in (path, weight, mask):
-                    if item is not None and not item.is_file():  # the message is wrong
-                        raise InvalidInputError(f"snap file {item} does not exist")
-                return read_exposure(
-                    path, band=band, weight_path=weight, mask_path=mask, saturation=saturation
-                )
-
-            exposure = with_retries(read, f"reading {path}", self.retries, self.backoff)
             exposure.visit_info.exposure_id = int(msg.visit)
             if exposure.detector is None:
                 exposure.detector = Detector(id=int(msg.detector))
@@ -204,8 +166,27 @@ class ExposureProcessor:
         InvalidInputError
             A snap cannot be read (send the snaps to ``dead-letter``).
         TransientError
-            Reading kept failing with storage errors.
+            Reading, or the reference catalog, kept failing with storage errors.
         """
+        for delay in [*retry_delays(self.retries, self.backoff), None]:
+            try:
+                return self._calibrate(pending, record, preloader)
+            except TransientError as exc:
+                if delay is None:
+                    raise
+                logger.warning(
+                    "visit %d detector %d: %s; calibrating again in %.2f s",
+                    pending.visit,
+                    pending.detector,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _calibrate(
+        self, pending: PendingExposure, record: PreloadRecord | None, preloader: Preloader
+    ) -> Calibration:
         from promptcal.core.ids import IdGenerator
         from promptcal.core.task import Struct
         from promptcal.pipeline.task import CalibrateImageTask
@@ -229,12 +210,13 @@ class ExposureProcessor:
         error: BaseException | None = None
         cpu0, t1 = time.process_time(), time.perf_counter()
         try:
-            task.run(
-                exposures=exposures[0] if len(exposures) == 1 else exposures,
-                id_generator=IdGenerator(visit=pending.visit, detector=pending.detector),
-                result=result,
-                pointing_hint=self._hint(exposures[0], record),
-            )
+            with time_limit(self.time_limit, f"visit {pending.visit} detector {pending.detector}"):
+                task.run(
+                    exposures=exposures[0] if len(exposures) == 1 else exposures,
+                    id_generator=IdGenerator(visit=pending.visit, detector=pending.detector),
+                    result=result,
+                    pointing_hint=self._hint(exposures[0], record),
+                )
         except AlgorithmError as exc:
             error = exc
         except (TransientError, MemoryError):
@@ -244,6 +226,7 @@ class ExposureProcessor:
                 "calibration of visit %d detector %d raised", pending.visit, pending.detector
             )
             error = exc
+        crash_point("calibration")
         hit = preloaded and self.refcat.cache_info()["misses"] == misses_before
         return Calibration(
             pending=pending,
@@ -268,8 +251,12 @@ class ExposureProcessor:
         TransientError
             The storage kept failing.
         """
+        from promptcal.io.files import remove_stale_temporaries
+
         t0 = time.perf_counter()
         out = self._product_dir(calibration)
+        # A worker killed while writing this exposure before left its temporary files.
+        remove_stale_temporaries([out], stale_after=self.stale_temp_seconds)
         products = with_retries(
             lambda: self._start_products(calibration, out),
             f"writing products to {out}",
@@ -349,26 +336,43 @@ class ExposureProcessor:
             matches=match_counts(calibration.result),
         )
 
+    def sweep_temporaries(self, window: float = 2 * 86400.0) -> int:
+        """Remove the temporary files killed writers left in product directories of
+        visits modified within ``window`` seconds (at start; older exposures are swept
+        when they are written again); returns how many were removed."""
+        from promptcal.io.files import remove_stale_temporaries
+
+        directories = recent_product_dirs(self.root, window)
+        removed = remove_stale_temporaries(directories, stale_after=self.stale_temp_seconds)
+        if removed:
+            shown = ", ".join(str(p) for p in removed[:5])
+            logger.warning("removed %d temporary file(s) of dead writers: %s", len(removed), shown)
+        return len(removed)
+
     def make_durable(self, outcome: Outcome) -> None:
-        """``fsync`` the products of ``outcome`` (and their directory), with retries,
-        and drop them from the page cache.
+        """``fsync`` the products of ``outcome`` (and their directory and its new
+        parents), with retries, and drop them from the page cache.
 
         Raises
         ------
         TransientError
             The storage kept failing.
         """
-        from promptcal.io.files import sync_paths
+        from promptcal.io.files import sync_directories, sync_paths
 
         paths = [uri_to_path(uri) for uri in outcome.products.values()]
-        # Evicting the synced pages keeps the page cache from growing by every
-        # exposure's catalogs (the calexp bypasses it: promptcal.io.direct).
-        missing = with_retries(
-            lambda: sync_paths(paths, drop_cache=True, missing_ok=True),
-            "syncing products",
-            self.retries,
-            self.backoff,
-        )
+        out = product_dir(self.root, outcome.instrument, outcome.visit, outcome.detector)
+
+        def sync():
+            # Evicting the synced pages keeps the page cache from growing by every
+            # exposure's catalogs (the calexp bypasses it: promptcal.io.direct).
+            missing = sync_paths(paths, drop_cache=True, missing_ok=True)
+            # The product directory may be new, and its visit and instrument directories:
+            # their entries are in the parents, which need an fsync of their own.
+            sync_directories(product_dir_parents(out, self.root))
+            return missing
+
+        missing = with_retries(sync, "syncing products", self.retries, self.backoff)
         if missing:  # removed by someone after the publish: nothing left to make durable
             logger.warning(
                 "visit %d detector %d: products gone before their fsync: %s",

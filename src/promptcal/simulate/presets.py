@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import SkyConfig
-from .render import FWHM_PER_SIGMA, sky_sigma
+from promptcal.simulate.config import SkyConfig
+from promptcal.simulate.render import FWHM_PER_SIGMA, sky_sigma
 
 #: Names accepted by :func:`benchmark_sky`, the default first.
 BENCH_SKIES = ("moffat", "gaussian", "crowded", "legacy")

@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from promptcal.core.crashpoints import crash_point
 from promptcal.service.assembler import Position
 from promptcal.service.outcome import build_messages
-from promptcal.service.process import ExposureProcessor, ProductsInFlight
+from promptcal.service.process import ExposureProcessor
+from promptcal.service.records import ProductsInFlight
 from promptcal.stream.publish import Publisher
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,9 @@ def finish_exposure(
     TransientError
         Writing, publishing or syncing failed beyond its retries.
     """
+    crash_point("finisher")
     outcome = processor.finish_write(writing)
+    crash_point("products_written")
     calibrated, metrics_record, out = build_messages(
         outcome,
         calibrated_topic=topics.calibrated,
@@ -91,6 +95,7 @@ def finish_exposure(
         now=time.time(),
     )
     publisher.publish(out)
+    crash_point("published")
     metrics.observe_result(
         outcome.status,
         detector=outcome.detector,
@@ -112,3 +117,4 @@ def finish_exposure(
     )
     emit("calibrated", calibrated=calibrated, metrics=metrics_record)
     processor.make_durable(outcome)
+    crash_point("durable")

@@ -9,6 +9,12 @@
 
 Threaded (stdlib ``http.server``), so a slow scrape never blocks a probe; the worker
 loop itself runs elsewhere and only flips flags.
+
+Least privilege (issue 15): bound to loopback unless told otherwise (a pod passes
+``--http-host 0.0.0.0`` or its IP for the kubelet and Prometheus); read-only (``GET``
+and ``HEAD``; anything else is 405); each connection has a socket timeout, so a client
+that sends half a request cannot hold a thread; at most ``max_connections`` are
+served at once, more are closed at once.
 """
 
 from __future__ import annotations
@@ -34,30 +40,39 @@ class HealthServer:
     registry : prometheus_client.CollectorRegistry
         Registry exported at ``/metrics``.
     host : str
-        Interface to bind; ``"0.0.0.0"`` so probes and scrapes reach a pod.
+        Interface to bind: loopback by default; ``"0.0.0.0"`` so probes and scrapes
+        reach a pod.
     liveness_timeout : float or None
         Longest silence between heartbeats that still counts as alive [s]; ``None``
         disables the check. Set it above the worst-case time of one exposure.
     clock : callable
         Monotonic time [s] (injectable for tests).
+    request_timeout : float
+        Socket timeout of one connection [s].
+    max_connections : int
+        Connections served at once; more are closed unanswered.
     """
 
     def __init__(
         self,
         registry: CollectorRegistry,
         *,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         liveness_timeout: float | None = 900.0,
         clock: Callable[[], float] = time.monotonic,
+        request_timeout: float = 5.0,
+        max_connections: int = 16,
     ) -> None:
         self.registry = registry
         self.host = host
+        self.request_timeout = float(request_timeout)
+        self.max_connections = int(max_connections)
         self.liveness_timeout = liveness_timeout
         self._clock = clock
         self._ready = False
         self._failed = False
         self._last_beat = clock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _BoundedServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- state flipped by the worker ------------------------------------------------------
@@ -93,8 +108,7 @@ class HealthServer:
         if self._server is not None:
             raise RuntimeError("HealthServer already started")
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((self.host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((self.host, port), handler, self.max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},  # how fast stop() returns [s]
@@ -136,8 +150,48 @@ class HealthServer:
         self.stop()
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``limit`` connections at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, limit: int) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            logger.warning("HTTP: too many connections; closing one from %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def _make_handler(state: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = state.request_timeout  # socket timeout of the connection [s]
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def _refuse(self) -> None:
+            self.send_response(405)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
@@ -156,7 +210,8 @@ def _make_handler(state: HealthServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             logger.debug("%s %s", self.address_string(), format % args)

@@ -41,21 +41,24 @@ from promptcal.core.errors import InvalidInputError, TransientError
 from promptcal.service.assembler import (
     OffsetTracker,
     PendingExposure,
-    Position,
+    RawMessage,
     ReceivedSnap,
     SnapAssembler,
 )
-from promptcal.service.messages import DeadLetter, ImageReady, NextVisit, decode
+from promptcal.service.dead_letter import DeadLetter
+from promptcal.service.messages import ImageReady, NextVisit, decode
 from promptcal.service.outcome import OutgoingMessage, worker_identity
 from promptcal.service.preload import Preloader
-from promptcal.service.process import ExposureProcessor, ProductsInFlight, RawMessage
-from promptcal.service.retries import retry_delays
+from promptcal.service.process import ExposureProcessor
+from promptcal.service.records import ProductsInFlight
+from promptcal.stream.clients import client_configs, connect_consumer
 from promptcal.stream.finisher import Finisher, finish_exposure
 from promptcal.stream.http import HealthServer
+from promptcal.stream.membership import GroupMember
 from promptcal.stream.metrics import WorkerMetrics
 from promptcal.stream.publish import Publisher
 from promptcal.stream.settings import WorkerSettings
-from promptcal.stream.topics import TopicNames, consumer_config, producer_config
+from promptcal.stream.topics import TopicNames
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ __all__ = ["Listener", "Worker", "WorkerSettings"]
 Listener = Callable[[str, dict[str, Any]], None]
 
 
-class Worker:
+class Worker(GroupMember):
     """A streaming calibration worker (run it in the main thread or a test thread).
 
     Parameters
@@ -122,7 +125,12 @@ class Worker:
             settings.output,
             retries=settings.retries,
             backoff=settings.retry_backoff,
+            inputs=settings.input_policy(),
+            time_limit=settings.max_exposure_seconds,
+            stale_temp_seconds=settings.liveness_timeout(),
         )
+        if not settings.input_roots:
+            logger.warning("no input roots configured: snap URIs may name any readable file")
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.listener = listener
         self.identity = worker_identity()
@@ -153,6 +161,7 @@ class Worker:
         start = time.monotonic()
         self.http_port = self.health.start(self.settings.http_port)
         try:
+            self.processor.sweep_temporaries()  # what a killed predecessor left behind
             if self.settings.do_warmup:
                 from promptcal.service.warmup import warm_up
 
@@ -177,49 +186,39 @@ class Worker:
             self.health.stop()
 
     def _connect(self) -> None:
-        from confluent_kafka import Consumer, KafkaException, Producer
+        from confluent_kafka import Consumer, Producer
 
         s = self.settings
-        overrides = {
+        extra: dict[str, Any] = {
             "max.poll.interval.ms": s.max_poll_interval_ms(),
             "error_cb": self._on_kafka_error,
-            **s.client_overrides,
-            **s.consumer_overrides,
         }
         if s.statistics_interval_ms:
-            overrides["statistics.interval.ms"] = s.statistics_interval_ms
-            overrides["stats_cb"] = self._on_stats
-        self.consumer = Consumer(consumer_config(s.bootstrap, s.group_id, **overrides))
+            extra["statistics.interval.ms"] = s.statistics_interval_ms
+            extra["stats_cb"] = self._on_stats
+        consumer_conf, producer_conf = client_configs(s, **extra)
+        self.consumer = Consumer(consumer_conf)
         wanted = [self.topics.next_visit, self.topics.image_ready]
-        for delay in [*retry_delays(s.retries, s.retry_backoff), None]:
-            try:
-                metadata = self.consumer.list_topics(timeout=s.delivery_timeout)
-                break
-            except KafkaException as exc:
-                if delay is None:
-                    raise TransientError(f"broker {s.bootstrap} unreachable: {exc}") from exc
-                time.sleep(delay)
-        missing = [t for t in wanted if t not in metadata.topics]
-        if missing:
-            raise InvalidInputError(
-                f"topics {missing} do not exist on {s.bootstrap}; create them with "
-                "`promptcal topics create`"
-            )
-        producer = Producer(
-            producer_config(
-                s.bootstrap,
-                **{"message.timeout.ms": int(1000 * s.delivery_timeout), **s.client_overrides},
-            )
-        )
+        connect_consumer(self.consumer, s, wanted)
+
+        def make_producer():
+            return Producer({**producer_conf, "error_cb": self._on_producer_error})
+
         self.publisher = Publisher(
-            producer,
+            make_producer(),
             retries=s.retries,
             backoff=s.retry_backoff,
             delivery_timeout=s.delivery_timeout,
+            factory=make_producer,
         )
         self.consumer.subscribe(
             wanted, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+
+    def _on_producer_error(self, error: Any) -> None:
+        logger.warning("kafka producer: %s", error)
+        if self.publisher is not None:
+            self.publisher.note_error(error)
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
@@ -262,70 +261,6 @@ class Worker:
         if thread.is_alive():
             logger.warning("consumer close did not finish; exiting anyway")
 
-    # -- Kafka callbacks -----------------------------------------------------------------
-
-    def _on_stats(self, stats_json: str) -> None:
-        try:
-            self.metrics.update_from_librdkafka_stats(stats_json)
-        except Exception:  # a callback must never raise into librdkafka
-            logger.exception("bad librdkafka statistics")
-
-    def _on_kafka_error(self, error: Any) -> None:
-        logger.warning("kafka: %s", error)
-
-    def _on_assign(self, consumer, partitions) -> None:
-        """Log the partitions this worker now owns (operators and tests read this)."""
-        logger.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
-
-    def _on_revoke(self, consumer: Any, partitions: list) -> None:
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit_finished(wait=True)  # finished exposures are committed, not redone
-        dropped = self.assembler.drop_partitions(lost)
-        done = {tp: off for tp, off in self.offsets.committable().items() if tp in lost}
-        self._commit(done, asynchronous=False)
-        self.offsets.forget(lost)
-        logger.info(
-            "revoked %d partition(s); %d incomplete exposure(s) dropped", len(lost), len(dropped)
-        )
-
-    def _on_lost(self, consumer: Any, partitions: list) -> None:
-        lost = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit_finished(wait=True, commit=False)  # the group moved on without us
-        self.assembler.drop_partitions(lost)
-        self.offsets.forget(lost)
-        logger.warning("lost %d partition(s) (evicted from the group)", len(lost))
-
-    def _commit(self, offsets: dict[tuple[str, int], int], *, asynchronous: bool) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        if not offsets or self.consumer is None:
-            return
-        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-        try:
-            self.consumer.store_offsets(offsets=tps)
-        except KafkaException as exc:  # partition no longer assigned
-            logger.info("store_offsets: %s", exc)
-        try:
-            self.consumer.commit(offsets=tps, asynchronous=asynchronous)
-        except KafkaException as exc:
-            logger.warning("commit of %s failed: %s", offsets, exc)
-
-    def _done(self, positions: list[Position]) -> None:
-        self._commit(self.offsets.done(positions), asynchronous=True)
-
-    def _commit_finished(self, *, wait: bool, commit: bool = True) -> None:
-        """Store and commit the offsets of finished exposures (published and durable).
-
-        Raises
-        ------
-        TransientError
-            Writing, publishing or syncing failed beyond its retries (the exposure's
-            offsets stay uncommitted, so it is redone).
-        """
-        for positions in self._finisher.finished(wait=wait):
-            if commit:
-                self._done(positions)
-
     # -- messages ------------------------------------------------------------------------
 
     def _emit(self, event: str, **info: Any) -> None:
@@ -349,7 +284,7 @@ class Worker:
                 snap = ReceivedSnap(
                     decode(raw.value, ImageReady), raw.position, raw.key, raw.value, raw.headers
                 )
-                if self.assembler.already_handled(snap.message):
+                if self.assembler.already_handled(snap):
                     logger.info("late duplicate snap at %s ignored", raw.position)
                     self._done([raw.position])
                     return
@@ -357,6 +292,10 @@ class Worker:
             else:
                 raise InvalidInputError(f"unexpected topic {raw.topic!r}")
         except InvalidInputError as exc:
+            self._dead_letter([raw], exc)
+            return
+        except Exception as exc:  # a decoder bug must not crash-loop the partition
+            logger.exception("decoding the message at %s raised", raw.position)
             self._dead_letter([raw], exc)
             return
         if raw.topic == self.topics.next_visit:
@@ -408,13 +347,22 @@ class Worker:
         try:
             calibration = self.processor.calibrate(pending, record, self.preloader)
         except InvalidInputError as exc:  # a snap cannot be read
-            self._dead_letter([RawMessage.from_snap(s) for s in pending.ordered_snaps()], exc)
+            self._dead_letter_exposure(pending, exc)
             return
         # At most one exposure behind: the previous one's products are complete,
         # published and durable before this one's are written (memory and disk).
         self._commit_finished(wait=True)
-        writing = self.processor.start_write(calibration)
+        try:
+            writing = self.processor.start_write(calibration)
+        except InvalidInputError as exc:  # no product directory for these message fields
+            self._dead_letter_exposure(pending, exc)
+            return
         self._finisher.submit(writing, pending.positions)
+
+    def _dead_letter_exposure(self, pending: PendingExposure, error: BaseException) -> None:
+        # Not calibrated: a replay of its dead letters must not be skipped as a duplicate.
+        self.assembler.forget(pending.key)
+        self._dead_letter([RawMessage.from_snap(s) for s in pending.ordered_snaps()], error)
 
     def _finish(self, writing: ProductsInFlight) -> None:
         """On the finisher thread (see :mod:`~promptcal.stream.finisher`)."""
