@@ -110,31 +110,13 @@ class CalibrateImageConfig(Config):
 
     def psf_phase_config(self) -> PsfPhaseConfig:
         """The fields the PSF phase uses (:func:`~promptcal.pipeline.psf.phase.compute_psf`)."""
-        return PsfPhaseConfig(
-            initial_psf_fwhm=self.initial_psf_fwhm,
-            initial_psf_size=self.initial_psf_size,
-            psf_iterations=self.psf_iterations,
-            psf_redetect_tolerance=self.psf_redetect_tolerance,
-            do_adaptive_threshold_detection=self.do_adaptive_threshold_detection,
-            adaptive_threshold=self.adaptive_threshold,
-            background=self.background,
-            repair=self.repair,
-            detection=self.psf_detection,
-            measurement=self.measurement,
-            psf_star_selector=self.psf_star_selector,
-            psf=self.psf,
-        )
+        return PsfPhaseConfig(**self._view(PsfPhaseConfig, detection="psf_detection"))
 
     def star_phase_config(self) -> StarPhaseConfig:
         """The fields the star phase uses (:func:`~promptcal.pipeline.star_phase.find_stars`)."""
-        return StarPhaseConfig(
-            psf_redetect_tolerance=self.psf_redetect_tolerance,
-            detection=self.star_detection,
-            background=self.background,
-            sky_sources=self.sky_sources,
-            downsample=self.downsample,
-            deblend=self.deblend,
-            measurement=self.measurement,
-            ap_corr=self.resolved_ap_corr(),
-            star_selection=self.star_selection,
-        )
+        view = self._view(StarPhaseConfig, detection="star_detection")
+        return StarPhaseConfig(**{**view, "ap_corr": self.resolved_ap_corr()})
+
+    def _view(self, model: type[Config], **renamed: str) -> dict:
+        """This config's values of ``model``'s fields (``renamed``: field -> our name)."""
+        return {name: getattr(self, renamed.get(name, name)) for name in model.model_fields}
