@@ -21,8 +21,8 @@ from worker_helpers import http_get
 from promptcal.commands.calibrate import build_config
 from promptcal.commands.cli import build_parser
 from promptcal.core.camera import load_camera
-from promptcal.stream.http import HealthServer
 from promptcal.stream.clients import ENV_PREFIX, load_client_settings
+from promptcal.stream.http import HealthServer
 from promptcal.stream.settings import HEAP_BYTES_PER_PIXEL, WorkerSettings
 from promptcal.stream.topics import TopicNames
 

@@ -3,8 +3,8 @@ real broker faults are in tests/faults/test_broker_faults.py."""
 
 from __future__ import annotations
 
-from promptcal.service.assembler import OffsetTracker
 from promptcal.service.outcome import OutgoingMessage
+from promptcal.stream.offsets import OffsetTracker
 from promptcal.stream.publish import Publisher
 
 

@@ -160,6 +160,7 @@ def test_topics_create_command(kafka_broker, capsys):
     assert capsys.readouterr().out.splitlines() == [f"cli.{kind}\texists" for kind in TOPIC_KINDS]
 
 
+# Long: one end-to-end scenario against the real broker; its steps depend on each other.
 @pytest.mark.kafka
 def test_keyed_produce_consume_commit_and_co_partitioning(
     kafka_broker, kafka_topics, kafka_consumer_config, kafka_consume

@@ -173,6 +173,8 @@ def _root_of(result: Calibrated, roots: dict[str, Path]) -> str:
     return owner
 
 
+# Long: one failover scenario against real processes (start, stream, SIGKILL, takeover,
+# checks); its steps depend on each other.
 @pytest.mark.kafka
 def test_sigkill_of_one_worker_loses_nothing(kafka_broker, tmp_path):
     started = time.monotonic()

@@ -12,11 +12,12 @@ from promptcal.core.camera import load_camera
 from promptcal.core.errors import InvalidInputError, TransientError
 from promptcal.pipeline.config import CalibrateImageConfig
 from promptcal.refcat import RefcatLoader
-from promptcal.service.assembler import OffsetTracker, ReceivedSnap, SnapAssembler
+from promptcal.service.assembler import ReceivedSnap, SnapAssembler
 from promptcal.service.locations import output_root, product_dir, uri_to_path
 from promptcal.service.outcome import OutgoingMessage
 from promptcal.service.preload import Preloader
 from promptcal.service.retries import with_retries
+from promptcal.stream.offsets import OffsetTracker
 from promptcal.stream.publish import Publisher
 from promptcal.stream.settings import WorkerSettings
 

@@ -29,6 +29,8 @@ log = logging.getLogger("promptcal.stream.serve")
 EXIT_GRACE_EXCEEDED = 4
 
 
+# Long: a flat list of the documented `serve` options (docs/worker.md); splitting it by
+# topic would only hide options from the reader of --help's source.
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``serve`` sub-command."""
     p = subparsers.add_parser(

@@ -125,6 +125,8 @@ class ResultWatcher:
         self.consumer.close()
 
 
+# Long: one replay in time order (publish on schedule, follow results, stop on
+# signal), most of it the numpydoc docstring of its options.
 def replay_kafka(
     manifest_path: str | Path,
     bootstrap: str,

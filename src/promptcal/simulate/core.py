@@ -120,6 +120,8 @@ def _visit_info(config: SkyConfig, header_wcs: WCS, snap: int | None) -> VisitIn
     )
 
 
+# Long: draws every element of the synthetic sky in the documented order
+# (docs/simulation.md); the seed stream depends on that order, so it stays in one place.
 def simulate_exposure(config: SkyConfig | None = None, seed: int = 0) -> SimulatedExposure:
     """Simulate one visit (one or two snaps) deterministically from ``seed``.
 

@@ -2,7 +2,7 @@
 
 :class:`GroupMember` is a mixin of :class:`~promptcal.stream.worker.Worker`: it owns
 nothing, and uses the worker's ``consumer``, ``offsets`` (an
-:class:`~promptcal.service.assembler.OffsetTracker`), ``assembler``, ``metrics`` and
+:class:`~promptcal.stream.offsets.OffsetTracker`), ``assembler``, ``metrics`` and
 finisher. Offsets are stored and committed only for finished messages (see
 ``docs/worker.md``, "Delivery and offsets").
 """

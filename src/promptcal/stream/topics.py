@@ -189,6 +189,8 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     return config
 
 
+# Long: idempotent creation with its checks (existing topics, partition counts,
+# co-partitioning) and a numpydoc docstring of half its length.
 def create_topics(
     bootstrap: str,
     partitions: int,

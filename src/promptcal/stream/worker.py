@@ -38,13 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from promptcal.core.allocator import reserve_heap
 from promptcal.core.errors import InvalidInputError, TransientError
-from promptcal.service.assembler import (
-    OffsetTracker,
-    PendingExposure,
-    RawMessage,
-    ReceivedSnap,
-    SnapAssembler,
-)
+from promptcal.service.assembler import PendingExposure, RawMessage, ReceivedSnap, SnapAssembler
 from promptcal.service.dead_letter import DeadLetter
 from promptcal.service.messages import ImageReady, NextVisit, decode
 from promptcal.service.outcome import OutgoingMessage, worker_identity
@@ -56,6 +50,7 @@ from promptcal.stream.finisher import Finisher, finish_exposure
 from promptcal.stream.http import HealthServer
 from promptcal.stream.membership import GroupMember
 from promptcal.stream.metrics import WorkerMetrics
+from promptcal.stream.offsets import OffsetTracker
 from promptcal.stream.publish import Publisher
 from promptcal.stream.settings import WorkerSettings
 from promptcal.stream.topics import TopicNames

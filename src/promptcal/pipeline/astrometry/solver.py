@@ -152,6 +152,8 @@ class Solver:
         cos_t, sin_t = math.cos(vote.rotation), math.sin(vote.rotation)
         return np.array([[cos_t, -sin_t, vote.offset[0]], [sin_t, cos_t, vote.offset[1]]])
 
+    # Long: the match/fit iterations of docs/astrometry.md in order, with the footprint
+    # test and the metadata each step records.
     def solve(self, wcs0, vote_free_tolerance=None):
         """Match and fit starting from ``wcs0``.
 
