@@ -1,7 +1,5 @@
 """``python -m promptcal``: the ``promptcal`` command line."""
 
-import sys
+from promptcal.commands.cli import console
 
-from promptcal.commands.cli import main
-
-sys.exit(main())
+console()

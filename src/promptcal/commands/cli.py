@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from promptcal.core.allocator import tune_allocator
@@ -63,5 +64,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TRANSIENT
 
 
+#: Commands that have closed and synced every file when they return: their process may
+#: end without the interpreter's teardown, which takes ~0.5 s once numba, astropy and
+#: scipy are loaded (a third of a cold ``promptcal calibrate``).
+FAST_EXIT_COMMANDS = frozenset({"calibrate"})
+
+
+def console(argv: list[str] | None = None) -> None:
+    """The ``promptcal`` console script: :func:`main`, then exit with its code."""
+    argv = sys.argv[1:] if argv is None else argv
+    code = main(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in FAST_EXIT_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
