@@ -51,7 +51,9 @@ def _series(rows: list[PointingRow], attr: str, solved: bool):
 
 def plot_drift(rows: list[PointingRow], path: Path) -> Path | None:
     """Offsets, scale, matches, zero point, FWHM and sky against time."""
-    calibrated = [r for r in rows if r.status == "success" and r.time]
+    # Every frame with a solution or a result is drawn: a frame whose photometry failed
+    # after its astrometry solved still has its offset, scale and matches.
+    calibrated = [r for r in rows if r.time and (r.status == "success" or r.n_matches)]
     if not calibrated:
         return None
     fig = Figure(figsize=(11, 13), layout="constrained")
@@ -68,9 +70,11 @@ def plot_drift(rows: list[PointingRow], path: Path) -> Path | None:
                 face = colour if solved else "none"
                 axes[0].plot(t, v, "o", ms=4, mec=colour, mfc=face,
                              label=label if solved else None)  # fmt: skip
-    failed = [_time(r.time) for r in rows if r.status != "success" and r.time]
-    if failed:  # where the night has holes: failed frames as crosses on the zero line
-        axes[0].plot(failed, [0.0] * len(failed), "x", ms=5, c="#cc3311", label="failed")
+    failed = [r for r in rows if r.status != "success" and r.time]
+    if failed:  # failed calibrations: a cross at their offset, on the zero line if unsolved
+        t = [_time(r.time) for r in failed]
+        v = [r.offset if r.offset is not None and r.solved else 0.0 for r in failed]
+        axes[0].plot(t, v, "x", ms=5, c="#cc3311", label="failed")
     axes[0].set_ylabel("offset from header\npointing [arcmin]")
     axes[0].legend(loc="best", fontsize="small")
     for ax, (attr, label) in zip(axes[1:], PANELS, strict=True):
