@@ -19,29 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 from astropy.io import fits
 from astropy.wcs import WCS
+from shared_data import real_data_dir  # scripts/ is on sys.path as a script
 
 from promptcal.qa.astrometry_trials import other_sky_patches, read_frame, read_refs, run_trials
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def real_data() -> Path:
-    """The shared real data (``PROMPTCAL_REAL_DATA`` or ``../shared/data/real``)."""
-    for candidate in (
-        os.environ.get("PROMPTCAL_REAL_DATA"),
-        ROOT.parent / "shared" / "data" / "real",
-        "/work/shared/data/real",
-    ):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    sys.exit("shared real data not found (set PROMPTCAL_REAL_DATA)")
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=4, help="use every n-th night frame")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    real = real_data()
+    real = real_data_dir()
     start = time.perf_counter()
     paths = sorted((real / "microobs-hatp32-night").glob("*.fits"))
     frames = [read_frame(p) for p in paths[:: args.every]]

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -32,21 +31,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from astropy.io import fits
+from shared_data import real_data_dir  # scripts/ is on sys.path as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "microobservatory.json"
-
-
-def real_data() -> Path:
-    """The shared real data (``PROMPTCAL_REAL_DATA`` or ``../shared/data/real``)."""
-    for candidate in (
-        os.environ.get("PROMPTCAL_REAL_DATA"),
-        ROOT.parent / "shared" / "data" / "real",
-        "/work/shared/data/real",
-    ):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    sys.exit("shared real data not found (set PROMPTCAL_REAL_DATA)")
 
 
 def build_refcat(real: Path, output: Path) -> None:
@@ -95,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     from promptcal.qa.astrometry_check import night_figures
 
-    real = real_data()
+    real = real_data_dir()
     frames = sorted((real / "microobs-hatp32-night").glob("*.fits"))[:: args.every]
     if args.pairs:
         starts = [round(i * (len(frames) - 2) / max(args.pairs - 1, 1)) for i in range(args.pairs)]

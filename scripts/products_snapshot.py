@@ -24,19 +24,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from shared_data import real_data_dir  # scripts/ is on sys.path as a script
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 VOLATILE_SUMMARY_KEYS = ("created", "timings", "config_hash", "software_version")
-
-
-def real_data() -> Path:
-    """The shared real frames (``PROMPTCAL_REAL_DATA`` overrides ``../shared/data/real``)."""
-    return Path(os.environ.get("PROMPTCAL_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
 
 
 def promptcal(*args: str) -> None:
@@ -46,7 +42,7 @@ def promptcal(*args: str) -> None:
 
 def make(out: Path) -> None:
     """Calibrate the benchmark sky and the three real frames under ``out``."""
-    real = real_data()
+    real = real_data_dir()
     sim = out / "inputs" / "sky"
     promptcal("simulate", "--output", str(sim), "--width", "4096", "--height", "4072",
               "--stars", "3000", "--snaps", "2", "--seed", "1")  # fmt: skip

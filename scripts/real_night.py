@@ -34,10 +34,9 @@ import time
 import uuid
 from pathlib import Path
 
+from shared_data import real_data_dir  # scripts/ is on sys.path as a script
+
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "real"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/data/real")
 
 
 def build_refcat(out: Path) -> Path:
@@ -47,7 +46,7 @@ def build_refcat(out: Path) -> Path:
     refcat = out / "refcat"
     if not (refcat / "manifest.json").is_file():
         build(
-            REAL / "microobs-hatp32" / "gaia_dr3_g10_hatp32_r1.5deg.csv",
+            real_data_dir() / "microobs-hatp32" / "gaia_dr3_g10_hatp32_r1.5deg.csv",
             refcat,
             ra_col="ra",
             dec_col="dec",
@@ -132,7 +131,9 @@ def compare_local(manifest: Path, products: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--night", type=Path, default=REAL / "microobs-hatp32-night")
+    parser.add_argument(
+        "--night", type=Path, help="frames (default: the shared microobs-hatp32-night)"
+    )
     parser.add_argument("--output", type=Path, help="work directory (default: a new temp dir)")
     parser.add_argument("--every", type=int, default=1, help="use every N-th frame only")
     parser.add_argument("--workers", type=int, default=2)
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     refcat = build_refcat(args.output)
-    frames = select_frames(args.night, args.output, args.every)
+    night = args.night or real_data_dir() / "microobs-hatp32-night"
+    frames = select_frames(night, args.output, args.every)
     indexed = index_archive(
         frames, args.output / "night" / "manifest.json",
         mapping=load_mapping(ROOT / "configs" / "archive" / "microobservatory.json"),

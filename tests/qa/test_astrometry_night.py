@@ -5,12 +5,13 @@ pointing as the only hint, by ``scripts/astrometry_night.py`` (issue 12, accepta
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from realdata import requires_real_data
+from realdata import REAL, requires_real_data
 
 from promptcal.qa.astrometry_check import MAX_STEP_ARCMIN, night_figures
 
@@ -23,6 +24,7 @@ def night():
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--pairs", "10", "--jobs", "2"],
         check=True, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PROMPTCAL_REAL_DATA": str(REAL)},
     )  # fmt: skip
     return json.loads(out.stdout)
 

@@ -4,6 +4,7 @@ real night (issue 12, acceptance b) and control solves from a displaced hint."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,9 @@ def test_full_false_positive_script_accepts_no_wrong_solution():
     # The >= 200-trial run of scripts/astrometry_false_positives.py (~30 s).
     script = ROOT / "scripts" / "astrometry_false_positives.py"
     out = subprocess.run(
-        [sys.executable, str(script)], check=True, capture_output=True, text=True, timeout=300
-    )
+        [sys.executable, str(script)], check=True, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PROMPTCAL_REAL_DATA": str(REAL)},
+    )  # fmt: skip
     result = json.loads(out.stdout)
     assert result["n_scrambled"] >= 200
     assert result["n_wrong_accepted"] == 0
