@@ -19,10 +19,8 @@ import numpy as np
 from promptcal.io.catalogs import read_table
 from promptcal.io.products import read_calexp
 from promptcal.pipeline.references import icrs_deg, pixel_scale_arcsec
+from promptcal.qa.solved_frame import MAX_MEDIAN_RESIDUAL_PX, MIN_MATCHES, SCALE_TOLERANCE
 
-MIN_MATCHES = 8
-MAX_MEDIAN_RESIDUAL_PX = 1.0
-SCALE_TOLERANCE = 0.01
 MAX_STEP_ARCMIN = 1.0
 #: Frames closer in time than this are consecutive exposures of the track [min]; longer
 #: gaps (frames missing from the archive) are reported separately with their drift rate.

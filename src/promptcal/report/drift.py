@@ -11,14 +11,13 @@ frame that did not solve, with the reason.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from promptcal.report.pointing import PointingRow, pointing_numbers
+from promptcal.report.pointing import PointingRow, parse_time, pointing_numbers
 
 #: (attribute, axis label) of the drift figure's panels after the offsets.
 PANELS = (
@@ -30,10 +29,6 @@ PANELS = (
 )
 
 
-def _time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def _save(fig: Figure, path: Path) -> Path:
     from promptcal.report.plots import _save as save
 
@@ -42,7 +37,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _series(rows: list[PointingRow], attr: str, solved: bool):
     pts = [
-        (_time(r.time), getattr(r, attr), r)
+        (parse_time(r.time), getattr(r, attr), r)
         for r in rows
         if r.time and r.solved == solved and getattr(r, attr) is not None
     ]
@@ -72,7 +67,7 @@ def plot_drift(rows: list[PointingRow], path: Path) -> Path | None:
                              label=label if solved else None)  # fmt: skip
     failed = [r for r in rows if r.status != "success" and r.time]
     if failed:  # failed calibrations: a cross at their offset, on the zero line if unsolved
-        t = [_time(r.time) for r in failed]
+        t = [parse_time(r.time) for r in failed]
         v = [r.offset if r.offset is not None and r.solved else 0.0 for r in failed]
         axes[0].plot(t, v, "x", ms=5, c="#cc3311", label="failed")
     axes[0].set_ylabel("offset from header\npointing [arcmin]")
@@ -103,8 +98,8 @@ def plot_track(rows: list[PointingRow], path: Path) -> Path | None:
     pts = [r for r in rows if r.solved and r.time and r.offset_east is not None]
     if not pts:
         return None
-    t0 = _time(pts[0].time)
-    hours = [(_time(r.time) - t0).total_seconds() / 3600.0 for r in pts]
+    t0 = parse_time(pts[0].time)
+    hours = [(parse_time(r.time) - t0).total_seconds() / 3600.0 for r in pts]
     fig = Figure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()
     sc = ax.scatter([r.offset_east for r in pts], [r.offset_north for r in pts], c=hours,

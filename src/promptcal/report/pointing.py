@@ -24,6 +24,7 @@ error), ``astrometry_matches.parquet`` (``distance``), and the replayed manifest
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import math
@@ -33,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-#: The issue's definition of a solved frame.
-MIN_MATCHES = 8
-MAX_RESIDUAL_PX = 1.0
-SCALE_TOLERANCE = 0.01
+from promptcal.qa.solved_frame import MAX_MEDIAN_RESIDUAL_PX as MAX_RESIDUAL_PX
+from promptcal.qa.solved_frame import MIN_MATCHES, SCALE_TOLERANCE
+
 #: 2.5 / ln 10: magnitude error of a relative flux error.
 MAG_PER_REL_FLUX = 2.5 / math.log(10.0)
 
@@ -184,6 +184,11 @@ def judge(rows: list[PointingRow]) -> float | None:
     return median
 
 
+def parse_time(text: str) -> dt.datetime:
+    """A row's ISO 8601 UTC time (``Z`` suffix allowed)."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 #: Consecutive frames further apart than this × the night's median interval are across a
 #: gap in the archive (e.g. the telescope stopped): their drift is reported separately.
 GAP_FACTOR = 3.0
@@ -192,10 +197,9 @@ GAP_FACTOR = 3.0
 def consecutive_steps(rows: list[PointingRow]) -> list[tuple[float, float, PointingRow]]:
     """(distance [arcmin], interval [min], later row) between the centres of consecutive
     solved frames, in time order."""
-    import datetime as dt
 
     def minutes(text: str) -> float:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() / 60.0
+        return parse_time(text).timestamp() / 60.0
 
     solved = sorted((r for r in rows if r.solved and r.time), key=lambda r: r.time)
     return [
