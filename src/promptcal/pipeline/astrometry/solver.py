@@ -100,16 +100,21 @@ class Solver:
         c = self.config
         return max(c.match_tolerance_floor_px, mean + 2 * std, c.match_tolerance_nsigma * rayleigh)
 
-    def _without_saturated(self, ref_in, ref_on_chip, meta):
+    def _without_saturated(self, ref_in, foot, meta):
         """``ref_in`` without the references as bright as the saturated sources.
 
         Saturated stars are not astrometric sources, so the brightest sources that vote
         are the brightest *unsaturated* ones. On a deep field the brightest references
         are all saturated stars: voting with them, the two lists would hardly overlap.
         The ``n_saturated`` brightest references on the chip, and every reference at
-        least as bright, are left out (at least 3 references always stay).
+        least as bright, are left out (at least 3 references always stay). ``foot``: the
+        detector outline in the tangent plane.
         """
-        flux = self.ref_flux[ref_on_chip]
+        if self.n_saturated == 0:
+            return ref_in
+        plane = self.ref_plane[ref_in]
+        on_chip = np.all((plane >= foot.min(axis=0)) & (plane <= foot.max(axis=0)), axis=1)
+        flux = self.ref_flux[ref_in[on_chip]]
         flux = np.sort(flux[np.isfinite(flux)])[::-1]
         k = min(self.n_saturated, flux.size)
         if k == 0:
@@ -194,12 +199,7 @@ class Solver:
         if len(ref_in) < 3 or len(self.src_x) < 3:
             raise NoSolution(f"{len(self.src_x)} sources and {len(ref_in)} refs on the detector")
         if vote_free_tolerance is None:
-            on_chip = np.all(
-                (self.ref_plane[ref_in] >= foot.min(axis=0))
-                & (self.ref_plane[ref_in] <= foot.max(axis=0)),
-                axis=1,
-            )
-            ref_vote = self._without_saturated(ref_in, ref_in[on_chip], meta)
+            ref_vote = self._without_saturated(ref_in, foot, meta)
             affine = self._vote(src_plane, ref_vote, meta)
             tol = 2.0 * c.vote_bin_px
         else:
