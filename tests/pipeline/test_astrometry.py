@@ -112,6 +112,23 @@ def test_default_mode_recovers_distorted_truth_to_mas():
     assert np.max(np.hypot(x - m["src_x"], y - m["src_y"])) < 0.1
 
 
+def test_saturated_stars_sit_out_the_vote_on_both_sides():
+    # The 300 brightest stars on the chip are saturated: not in the source list. Without
+    # telling the solver, the 150 brightest references that vote are all of them.
+    truth = make_wcs()
+    sx, sy, flux, ex, ey, ra, dec, ref_flux = make_field(truth, n_stars=3000)["args"]
+    keep = np.argsort(-flux)[300:]
+    args = (sx[keep], sy[keep], flux[keep], ex[keep], ey[keep], ra, dec, ref_flux)
+    header = make_wcs(crval=shifted(12.0, 16.0), rot_deg=0.5)
+    config = AstrometryConfig(do_recovery=False)
+    with pytest.raises(AstrometryError, match="pattern vote peak"):
+        fit_astrometry(*args, initial_wcs=header, bbox=BBOX, config=config)
+    result = fit_astrometry(*args, initial_wcs=header, bbox=BBOX, config=config, n_saturated=300)
+    assert result.metadata["n_refs_left_out_as_saturated"] >= 300
+    rms, _ = grid_rms_mas(truth, result.wcs)
+    assert rms <= 10.0
+
+
 def test_default_mode_adds_distortion_missing_from_initial_wcs():
     truth = make_wcs()
     field = make_field(truth, seed=2)
