@@ -161,7 +161,8 @@ def child_phases(files: dict) -> dict:
 
     t1 = time.perf_counter()
     for info in pkgutil.walk_packages(promptcal.__path__, "promptcal."):
-        __import__(info.name)
+        if not info.name.endswith("__main__"):
+            __import__(info.name)
     t_rest = time.perf_counter() - t1
     from bench_profile import _timed_kernels
 

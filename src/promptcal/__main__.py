@@ -2,4 +2,5 @@
 
 from promptcal.commands.cli import console
 
-console()
+if __name__ == "__main__":  # importing the module (e.g. pkgutil.walk_packages) runs nothing
+    console()
