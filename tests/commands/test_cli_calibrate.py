@@ -204,3 +204,6 @@ def test_console_script(data, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "zero point" in completed.stdout
     assert _summary(tmp_path)["status"] == "success"
+    # The process recorded the kernels it ran, for the next one to preload.
+    manifest = Path(env["NUMBA_CACHE_DIR"]) / "promptcal-kernels.json"
+    assert "measure._measure_core" in json.loads(manifest.read_text())["kernels"]

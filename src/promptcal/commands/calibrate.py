@@ -195,6 +195,7 @@ def _print_summary(result, output: Path, elapsed: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``promptcal calibrate``; returns the exit code (exceptions map in ``cli.main``)."""
+    from promptcal.core.kernel_cache import start_kernel_preload
     from promptcal.core.task import Struct
     from promptcal.io import read_exposure
     from promptcal.io.products import write_products
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= len(args.exposures) <= 2:
         raise InvalidInputError(f"expected 1 or 2 exposures (snaps), got {len(args.exposures)}")
     config = build_config(args.config, args.overrides)
+    preload = start_kernel_preload()  # loads cached kernels while the pixels are read
     refcat = RefcatLoader(args.refcat)
     exposures = [
         read_exposure(
@@ -233,12 +235,14 @@ def run(args: argparse.Namespace) -> int:
             pointing_hint=hint,
         )
     except AlgorithmError:
+        preload.join()
         _write(write_products, result, output, status="failed", read=read_time, **write_kwargs)
         print(
             f"promptcal: calibration failed; partial products and summary.json in {output}",
             file=sys.stderr,
         )
         raise
+    preload.join()  # long done: no thread is left loading code when the process ends
     _write(write_products, result, output, status="success", read=read_time, **write_kwargs)
     _print_summary(result, output, time.perf_counter() - start)
     return 0

@@ -70,11 +70,21 @@ def main(argv: list[str] | None = None) -> int:
 FAST_EXIT_COMMANDS = frozenset({"calibrate"})
 
 
+#: Commands whose process records the kernels it used for the next one to preload
+#: (:mod:`promptcal.core.kernel_cache`). Recorded here, in a real command-line process,
+#: not in :func:`main`, which tests call in processes that compiled every kernel.
+RECORD_KERNELS_COMMANDS = frozenset({"calibrate", "serve"})
+
+
 def console(argv: list[str] | None = None) -> None:
     """The ``promptcal`` console script: :func:`main`, then exit with its code."""
     argv = sys.argv[1:] if argv is None else argv
     code = main(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command in RECORD_KERNELS_COMMANDS and code == 0:
+        from promptcal.core.kernel_cache import record_used_kernels
+
+        record_used_kernels()
     if command in FAST_EXIT_COMMANDS:
         sys.stdout.flush()
         sys.stderr.flush()

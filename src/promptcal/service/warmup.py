@@ -16,16 +16,18 @@ all run. :func:`compiled_kernels` lists what is compiled, for tests and logs.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import pkgutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from promptcal.core.errors import AlgorithmError
+from promptcal.core.kernel_cache import (
+    kernel_dispatchers,
+    start_kernel_preload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,17 +64,7 @@ def compiled_kernels() -> dict[str, int]:
     A kernel only called from other kernels may show 0 after loading from the cache:
     its code is linked into the callers.
     """
-    from numba.core.registry import CPUDispatcher
-
-    from promptcal import kernels
-
-    out: dict[str, int] = {}
-    for info in pkgutil.iter_modules(kernels.__path__):
-        module = importlib.import_module(f"{kernels.__name__}.{info.name}")
-        for name, obj in vars(module).items():
-            if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == module.__name__:
-                out[f"{info.name}.{name}"] = len(obj.signatures)
-    return out
+    return {name: len(d.signatures) for name, d in kernel_dispatchers().items()}
 
 
 def _warmup_sky(seed: int):
@@ -140,6 +132,7 @@ def warm_up(config=None, *, seed: int = 0) -> WarmupReport:
     from promptcal.refcat import RefcatLoader
 
     start = time.perf_counter()
+    preload = start_kernel_preload()  # loads cached kernels while the sky is drawn
     config = config if config is not None else CalibrateImageConfig()
     sim = _warmup_sky(seed)
     bands = [resolve_ref_band("r", config.photometry)]
@@ -167,6 +160,7 @@ def warm_up(config=None, *, seed: int = 0) -> WarmupReport:
             )
         calibration_time = time.perf_counter() - t0
         write_products(result, Path(tmp) / "products", task=task, status=status)
+    preload.join()  # every kernel is loaded by now; no thread outlives the warm-up
     kernels = compiled_kernels()
     report = WarmupReport(
         duration=time.perf_counter() - start,
