@@ -118,21 +118,46 @@ def select_hdu(hdul: fits.HDUList, name: str, key: int | str) -> Any:
     return hdu
 
 
+def to_native(data: np.ndarray, dtype: type) -> np.ndarray:
+    """``data`` as native-endian, C-contiguous ``dtype`` (FITS data are big-endian).
+
+    Data already of ``dtype`` in big-endian order, writeable and contiguous (what astropy
+    reads into memory) are byte-swapped in place and reinterpreted: no second copy of
+    a 64 MB plane, whose fresh pages cost more than the swap itself.
+    """
+    native = np.dtype(dtype)
+    swappable = data.dtype == native.newbyteorder(">") and data.dtype != native
+    if swappable and data.flags.writeable and data.flags.c_contiguous:
+        return data.byteswap(inplace=True).view(native)
+    return np.ascontiguousarray(data, dtype=native)
+
+
 def to_float32(data: np.ndarray) -> np.ndarray:
-    """Native-endian, C-contiguous float32 copy (FITS data are big-endian on disk)."""
-    return np.ascontiguousarray(data, dtype=np.float32)
+    """Native-endian, C-contiguous float32 (:func:`to_native`)."""
+    return to_native(data, np.float32)
+
+
+#: Rows per block when scanning planes for non-finite pixels: small temporaries that
+#: stay in cache instead of four full-plane boolean arrays.
+_FINITE_BLOCK_ROWS = 256
 
 
 def finalize_planes(image: np.ndarray, variance: np.ndarray, mask: Mask, name: str) -> None:
     """NaN/inf image or variance -> NO_DATA with image 0 and variance +inf (in place)."""
-    finite_image = np.isfinite(image)
-    if not finite_image.any():
+    any_finite = False
+    no_data = mask.bit("NO_DATA")
+    for start in range(0, image.shape[0], _FINITE_BLOCK_ROWS):
+        rows = slice(start, start + _FINITE_BLOCK_ROWS)
+        bad = np.isfinite(image[rows])
+        any_finite = any_finite or bool(bad.any())
+        np.logical_not(bad, out=bad)
+        bad |= ~np.isfinite(variance[rows])
+        if bad.any():
+            mask.array[rows][bad] |= no_data
+            image[rows][bad] = 0.0
+            variance[rows][bad] = np.inf
+    if not any_finite:
         raise InvalidInputError(f"{name}: image has no finite pixels")
-    bad = ~finite_image | ~np.isfinite(variance)
-    if bad.any():
-        mask.array[bad] |= mask.bit("NO_DATA")
-        image[bad] = 0.0
-        variance[bad] = np.inf
 
 
 def override_detector(detector: Any, gain: Any, read_noise: Any, saturation: Any) -> None:

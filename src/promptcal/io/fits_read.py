@@ -32,6 +32,7 @@ from promptcal.io.fits_hdus import (
     override_detector,
     select_hdu,
     to_float32,
+    to_native,
 )
 from promptcal.io.fits_single import read_single
 from promptcal.io.frames import origin_from_header, wcs_from_header
@@ -140,7 +141,7 @@ def _read_afw(hdul: fits.HDUList, name: str, names: set[str]) -> Exposure:
             raise InvalidInputError(
                 f"{name}: MASK shape {mask_data.shape} differs from IMAGE shape {image.shape}"
             )
-        mask = Mask(np.ascontiguousarray(mask_data, dtype=np.int32), _mask_planes(mask_hdu.header))
+        mask = Mask(to_native(mask_data, np.int32), _mask_planes(mask_hdu.header))
     else:
         # Documented choice: a missing MASK is an empty mask (all planes clear).
         log.warning("%s: no MASK HDU; using an all-zero mask", name)
