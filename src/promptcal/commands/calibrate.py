@@ -199,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     from promptcal.core.task import Struct
     from promptcal.io import read_exposure
     from promptcal.io.products import write_products
+    from promptcal.pipeline import DEFERRED_IMPORTS
     from promptcal.pipeline.task import CalibrateImageTask
     from promptcal.refcat import RefcatLoader
 
@@ -206,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= len(args.exposures) <= 2:
         raise InvalidInputError(f"expected 1 or 2 exposures (snaps), got {len(args.exposures)}")
     config = build_config(args.config, args.overrides)
-    preload = start_kernel_preload()  # loads cached kernels while the pixels are read
+    # Cached kernels and deferred modules load while the pixels are read.
+    preload = start_kernel_preload(imports=DEFERRED_IMPORTS)
     refcat = RefcatLoader(args.refcat)
     exposures = [
         read_exposure(

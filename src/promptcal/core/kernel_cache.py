@@ -27,6 +27,7 @@ import logging
 import os
 import pkgutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,16 +151,31 @@ def preload_kernels(path: Path | None = None) -> int:
     return loaded
 
 
-def start_kernel_preload(path: Path | None = None) -> threading.Thread:
-    """:func:`preload_kernels` in a daemon thread (started); join it to wait."""
+def start_kernel_preload(
+    path: Path | None = None, *, imports: Sequence[str] = ()
+) -> threading.Thread:
+    """:func:`preload_kernels`, then import the modules ``imports``, in a daemon thread
+    (started); join it to wait.
+
+    Parameters
+    ----------
+    path : pathlib.Path, optional
+        The manifest (default :func:`manifest_path`).
+    imports : sequence of str
+        Modules the caller imports lazily and will need soon (e.g.
+        ``promptcal.pipeline.DEFERRED_IMPORTS``); imported after the kernels, which
+        are needed first.
+    """
 
     def preload() -> None:
         try:
             count = preload_kernels(path)
-        except Exception:  # an optimisation only: the kernels still load at first call
-            log.warning("kernel preload failed; kernels load at first call", exc_info=True)
+            for module in imports:
+                importlib.import_module(module)
+        except Exception:  # an optimisation only: all of it still loads at first use
+            log.warning("preload failed; kernels and modules load at first use", exc_info=True)
             return
-        log.debug("preloaded %d kernel signatures", count)
+        log.debug("preloaded %d kernel signatures and %d modules", count, len(imports))
 
     thread = threading.Thread(target=preload, name="kernel-preload", daemon=True)
     thread.start()

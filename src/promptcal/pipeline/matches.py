@@ -52,7 +52,7 @@ def denormalized_matches(refs: Table, sources: SourceCatalog, distance_arcsec) -
 
 def nearest_ids(reference: SourceCatalog, cat: SourceCatalog, radius: float) -> np.ndarray:
     """Id of the closest ``reference`` row within ``radius`` [px] of each row (0 if none)."""
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
 
     out = np.zeros(len(cat), np.int64)
     if len(reference) == 0 or len(cat) == 0:

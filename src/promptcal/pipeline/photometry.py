@@ -13,7 +13,6 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Column, Table
 from pydantic import Field
-from scipy.spatial import cKDTree
 
 from promptcal.core.config import Config
 from promptcal.core.errors import InvalidInputError, MatcherFailure, PhotometryError
@@ -151,6 +150,8 @@ def match_photometric(stars, ref_table: Table, ref_band: str, config: Photometry
         )
     src_ra = _values(stars["coord_ra"], u.rad)[selected]
     src_dec = _values(stars["coord_dec"], u.rad)[selected]
+    from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
+
     tree = cKDTree(_unit_vectors(ref_ra[ref_ok], ref_dec[ref_ok]))
     radius = np.deg2rad(config.match_radius / 3600.0)
     chord, nearest = tree.query(

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
-from scipy.interpolate import RegularGridInterpolator
-from scipy.spatial import cKDTree
 
 from promptcal.core.background_model import BackgroundList
 from promptcal.core.catalog import SourceCatalog
@@ -139,6 +137,8 @@ def psf_shape_columns(cat: SourceCatalog, psf, bbox, grid: int = 5) -> None:
     linearly, since they vary slowly (a polynomial PSF) and per-source evaluation
     would dominate the star phase.
     """
+    from scipy.interpolate import RegularGridInterpolator  # deferred: DEFERRED_IMPORTS
+
     x_min, y_min, x_max, y_max = bbox
     gx = np.linspace(x_min, x_max, grid)
     gy = np.linspace(y_min, y_max, grid)
@@ -385,6 +385,8 @@ def match_psf_stars(psf_stars: SourceCatalog, stars: SourceCatalog, radius: floa
     idx = np.flatnonzero(eligible)
     if idx.size == 0 or n_psf == 0:
         raise NoPsfStarsToStarsMatchError(n_psf, n_stars)
+    from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
+
     tree = cKDTree(star_xy[idx])
     distance, nearest = tree.query(psf_xy, k=1, distance_upper_bound=radius)
     matched = np.isfinite(distance)

@@ -126,13 +126,15 @@ def warm_up(config=None, *, seed: int = 0) -> WarmupReport:
     from promptcal.core.task import Struct
     from promptcal.io import read_exposure, write_exposure
     from promptcal.io.products import write_products
+    from promptcal.pipeline import DEFERRED_IMPORTS
     from promptcal.pipeline.config import CalibrateImageConfig
     from promptcal.pipeline.photometry import resolve_ref_band
     from promptcal.pipeline.task import CalibrateImageTask
     from promptcal.refcat import RefcatLoader
 
     start = time.perf_counter()
-    preload = start_kernel_preload()  # loads cached kernels while the sky is drawn
+    # Cached kernels and deferred modules load while the synthetic sky is drawn.
+    preload = start_kernel_preload(imports=DEFERRED_IMPORTS)
     config = config if config is not None else CalibrateImageConfig()
     sim = _warmup_sky(seed)
     bands = [resolve_ref_band("r", config.photometry)]

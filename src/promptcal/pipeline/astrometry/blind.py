@@ -28,8 +28,6 @@ from itertools import chain
 
 import numpy as np
 from pydantic import Field
-from scipy.spatial import cKDTree
-from scipy.special import bdtrc
 
 from promptcal.core.config import Config
 from promptcal.pipeline.astrometry.matchers import Similarity, nn_match
@@ -248,6 +246,8 @@ def log10_tail(sim: Similarity, src, exclude, ref, tree, width, height, radius):
 def log10_binomial_tail(k: int, n: int, p: float) -> float:
     """log10 P(X ≥ k) for X ~ Binomial(n, p); floored at 1e-300 (scipy.stats, which
     would give the same, takes ~0.7 s to import: most of a cold start)."""
+    from scipy.special import bdtrc  # deferred: see pipeline.DEFERRED_IMPORTS
+
     return math.log10(max(float(bdtrc(k - 1, n, p)), 1e-300))
 
 
@@ -322,6 +322,8 @@ def blind_solve(src, src_flux, ref, ref_flux, width, height, config: BlindSolveC
     )
     if len(rtri[1]) == 0:
         raise BlindSolveFailed(f"no usable triangle among {len(r)} refs near the hint")
+    from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
+
     inv_tree, tree = cKDTree(invariant_points(rtri, s_range[1])), cKDTree(r)
     steps = sorted({min(d, len(s)) for d in c.depth_steps} | {len(s)})
     n_cand, lo, best = 0, 0, None

@@ -10,16 +10,24 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from promptcal.kernels.match import vote_offsets
 
 
-def nn_match(src, ref, radius: float, tree: cKDTree | None = None):
+def nn_match(src, ref, radius: float, tree=None):
     """One-to-one nearest-neighbour match within ``radius``.
 
     Each source takes its nearest reference; a reference claimed by several sources
     keeps only the closest one.
+
+    Parameters
+    ----------
+    src, ref : numpy.ndarray
+        (n, d) positions.
+    radius : float
+        Largest distance of a match (unit of the positions).
+    tree : scipy.spatial.cKDTree, optional
+        A tree of ``ref`` already built by the caller.
 
     Returns
     -------
@@ -31,6 +39,8 @@ def nn_match(src, ref, radius: float, tree: cKDTree | None = None):
     if len(src) == 0 or len(ref) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0)
+    from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
+
     tree = cKDTree(ref) if tree is None else tree
     dist, idx = tree.query(src, k=1, distance_upper_bound=radius)
     ok = np.isfinite(dist)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from promptcal.pipeline.astrometry.blind import BlindSolveFailed, blind_solve
 from promptcal.pipeline.astrometry.matchers import nn_match, vote_match
@@ -205,6 +204,8 @@ class Solver:
         else:
             affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
             tol = vote_free_tolerance
+        from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
+
         tree = cKDTree(self.ref_plane[ref_in])
         self.ref_plane, self.ref_flux = self.ref_plane[ref_in], self.ref_flux[ref_in]
         tolerances = []

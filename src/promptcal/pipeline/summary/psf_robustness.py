@@ -8,7 +8,6 @@ indices, which disagrees with parent-frame PSF models and centroids when xy0 ≠
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from promptcal.core.psf_model import GaussianPsf, PixelPsf
 
@@ -153,6 +152,8 @@ def max_distance_to_nearest_psf(
     """
     if not good.any() or np.size(x_star) == 0:
         return NAN
+    from scipy.spatial import cKDTree  # deferred: see pipeline.DEFERRED_IMPORTS
+
     tree = cKDTree(np.column_stack([x_star, y_star]))
     ny, nx = good.shape
     by, bx = -(-ny // block), -(-nx // block)
