@@ -42,11 +42,16 @@ RESERVE_PROGRAM = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from promptcal.core.allocator import reserve_heap, tune_allocator
+    from promptcal.core.allocator import reserve_heap, reserve_heap_in_background, tune_allocator
 
     assert tune_allocator()
-    reserve = int(sys.argv[1])
-    assert reserve_heap(reserve) == (reserve > 0)
+    reserve, background = int(sys.argv[1]), sys.argv[2] == "background"
+    if background:
+        finish = reserve_heap_in_background(reserve)
+        sum(range(1_000_000))  # the caller's own work meanwhile
+        assert finish() == (reserve > 0) and finish() == (reserve > 0)  # idempotent
+    else:
+        assert reserve_heap(reserve) == (reserve > 0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     planes = [np.empty(16_000_000, np.float32) for _ in range(3)]  # 192 MB at once
     for plane in planes:
@@ -57,10 +62,11 @@ RESERVE_PROGRAM = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
-def test_reserved_heap_serves_the_first_planes_without_page_faults():
+@pytest.mark.parametrize("where", ["here", "background"])
+def test_reserved_heap_serves_the_first_planes_without_page_faults(where):
     def faults(reserve: int) -> int:
         out = subprocess.run(
-            [sys.executable, "-c", RESERVE_PROGRAM, str(reserve)],
+            [sys.executable, "-c", RESERVE_PROGRAM, str(reserve), where],
             check=True,
             capture_output=True,
             text=True,

@@ -193,23 +193,47 @@ def _print_summary(result, output: Path, elapsed: float) -> None:
     print("\n".join(lines))
 
 
+def _reserve_heap(paths: list[str]):
+    """Start faulting in the heap the calibration of ``paths`` will need, on another
+    core while this one imports (:func:`~promptcal.core.allocator.reserve_heap_in_background`);
+    returns its ``finish``. Sized from the largest image header; a file whose header
+    cannot be read reserves nothing (reading it reports the error)."""
+    from promptcal.core.allocator import HEAP_BYTES_PER_PIXEL, reserve_heap_in_background
+    from promptcal.io.fits_scan import scan_fits
+
+    pixels = 0
+    for path in paths:
+        try:
+            hdu = scan_fits(path).image_hdu()
+        except (InvalidInputError, OSError):
+            continue
+        if hdu is not None:
+            width, height = hdu.image_shape
+            pixels = max(pixels, width * height)
+    return reserve_heap_in_background(HEAP_BYTES_PER_PIXEL * pixels)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``promptcal calibrate``; returns the exit code (exceptions map in ``cli.main``)."""
-    from promptcal.core.kernel_cache import start_kernel_preload
-    from promptcal.core.task import Struct
-    from promptcal.io import read_exposure
-    from promptcal.io.products import write_products
-    from promptcal.pipeline import DEFERRED_IMPORTS
-    from promptcal.pipeline.task import CalibrateImageTask
-    from promptcal.refcat import RefcatLoader
+    heap_reserved = _reserve_heap(args.exposures[:2])  # first: it overlaps the imports
+    try:
+        from promptcal.core.kernel_cache import start_kernel_preload
+        from promptcal.core.task import Struct
+        from promptcal.io import read_exposure
+        from promptcal.io.products import write_products
+        from promptcal.pipeline import DEFERRED_IMPORTS
+        from promptcal.pipeline.task import CalibrateImageTask
+        from promptcal.refcat import RefcatLoader
 
-    start = time.perf_counter()
-    if not 1 <= len(args.exposures) <= 2:
-        raise InvalidInputError(f"expected 1 or 2 exposures (snaps), got {len(args.exposures)}")
-    config = build_config(args.config, args.overrides)
-    # Cached kernels and deferred modules load while the pixels are read.
-    preload = start_kernel_preload(imports=DEFERRED_IMPORTS)
-    refcat = RefcatLoader(args.refcat)
+        start = time.perf_counter()
+        if not 1 <= len(args.exposures) <= 2:
+            raise InvalidInputError(f"expected 1 or 2 exposures (snaps), got {len(args.exposures)}")
+        config = build_config(args.config, args.overrides)
+        # Cached kernels and deferred modules load while the pixels are read.
+        preload = start_kernel_preload(imports=DEFERRED_IMPORTS)
+        refcat = RefcatLoader(args.refcat)
+    finally:
+        heap_reserved()
     exposures = [
         read_exposure(
             path,

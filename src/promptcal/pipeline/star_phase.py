@@ -1,6 +1,5 @@
-"""The star phase of CalibrateImageTask (spec A8–A9): deeper detection, sky sources,
-deblending, measurement with PSF shapes and extendedness, aperture corrections,
-star selection, and the psf_stars ↔ stars match."""
+"""The star phase of CalibrateImageTask (spec A8–A9): deeper detection, sky sources, deblending,
+measurement (PSF shapes, extendedness), aperture corrections, selection, psf_stars ↔ stars."""
 
 from __future__ import annotations
 
@@ -134,8 +133,7 @@ def psf_shape_columns(cat: SourceCatalog, psf, bbox, grid: int = 5) -> None:
     """Add ``ext_shapeHSM_HsmPsfMoments_xx/yy/xy`` from the PSF model.
 
     The PSF's moments are evaluated on a ``grid`` × ``grid`` lattice and interpolated
-    linearly, since they vary slowly (a polynomial PSF) and per-source evaluation
-    would dominate the star phase.
+    linearly: they vary slowly, and per-source evaluation would dominate the phase.
     """
     from scipy.interpolate import RegularGridInterpolator  # deferred: DEFERRED_IMPORTS
 

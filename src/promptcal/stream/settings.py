@@ -12,11 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from promptcal.core.allocator import HEAP_BYTES_PER_PIXEL
 from promptcal.service.preload import DEFAULT_PADDING_ARCSEC
 from promptcal.service.retries import retry_delays
-
-#: Peak heap of a calibration per detector pixel (4k×4k: ~1.1 GB of 1.2 GB RSS) [B/px].
-HEAP_BYTES_PER_PIXEL = 64
 
 
 class WorkerSettings(BaseModel):
