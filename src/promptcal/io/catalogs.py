@@ -154,7 +154,8 @@ def read_table(path: str | os.PathLike[str], *, cls: type[Table] = Table) -> Tab
     """
     name = os.fspath(path)
     try:
-        arrow = pq.read_table(name)
+        with pq.ParquetFile(name) as parquet:  # not read_table: no pyarrow.dataset import
+            arrow = parquet.read()
     except (OSError, pa.ArrowException) as exc:
         raise InvalidInputError(f"{name}: not a readable Parquet file ({exc})") from exc
     schema_meta = arrow.schema.metadata or {}
