@@ -62,6 +62,14 @@ IMPORTS = {
     "import promptcal.io, promptcal.io.products, promptcal.pipeline.task, promptcal.refcat",
 }
 
+#: Issue 13's acceptance c, on the 2-core machine [s or ratio].
+LIMITS = {
+    "cold_calibrate_seconds": 2.0,
+    "cold_over_in_process": 1.5,
+    "worker_ready_seconds": 3.0,
+    "calibrate_help_seconds": 1.0,
+}
+
 #: Run in a new process: import, then one ``calibrate``; prints the phase times.
 COLD_CODE = """
 import json, sys, time
@@ -285,6 +293,15 @@ def main() -> None:
             report["worker_ready"] = worker_ready(files["refcat"], args.repeat)
     cold = report["cold_calibrate"]["seconds"]
     report["cold_over_in_process"] = cold / report["phases"]["second_calibrate_seconds"]
+    judged = {
+        "cold_calibrate_seconds": cold,
+        "cold_over_in_process": report["cold_over_in_process"],
+        "calibrate_help_seconds": report["calibrate_help"]["seconds"],
+    }
+    if "worker_ready" in report:
+        judged["worker_ready_seconds"] = report["worker_ready"]["seconds"]
+    report["limits"] = {k: v for k, v in LIMITS.items() if k in judged}
+    report["within_limits"] = {k: int(judged[k] <= LIMITS[k]) for k in report["limits"]}
     report["load_average"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
