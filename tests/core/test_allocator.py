@@ -49,7 +49,7 @@ RESERVE_PROGRAM = textwrap.dedent(
     if background:
         finish = reserve_heap_in_background(reserve)
         sum(range(1_000_000))  # the caller's own work meanwhile
-        assert finish() == (reserve > 0) and finish() == (reserve > 0)  # idempotent
+        assert finish(wait=True) == (reserve > 0) and finish() == (reserve > 0)  # idempotent
     else:
         assert reserve_heap(reserve) == (reserve > 0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

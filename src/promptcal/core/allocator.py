@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 #: Peak heap of a calibration per detector pixel (4k×4k: ~1.1 GB of 1.2 GB RSS) [B/px].
 HEAP_BYTES_PER_PIXEL = 64
 
+#: Pieces in which :func:`reserve_heap_in_background` touches and frees the heap [B].
+RESERVE_CHUNK_BYTES = 64 * 2**20
+
 #: glibc ``mallopt`` parameter numbers (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -99,46 +102,72 @@ def reserve_heap(nbytes: int) -> bool:
     return reserve_heap_in_background(nbytes, background=False)()
 
 
-def reserve_heap_in_background(nbytes: int, *, background: bool = True) -> Callable[[], bool]:
+def reserve_heap_in_background(nbytes: int, *, background: bool = True) -> Callable[..., bool]:
     """Start faulting ``nbytes`` of heap in on another thread (:func:`reserve_heap`).
 
-    The block is allocated in the calling thread, so it comes from the main heap that
-    later allocations of this thread use (a block allocated by another thread would
-    come from that thread's arena); only the touching, which holds no GIL, runs on
-    the other thread, overlapping the caller's own work (imports, say) on a second
-    core.
+    The memory is allocated in the calling thread, in pieces of
+    :data:`RESERVE_CHUNK_BYTES`, so it comes from the main heap that later allocations
+    of this thread use (a block allocated by another thread would come from that
+    thread's arena); only the touching, which holds no GIL, runs on the other thread,
+    overlapping the caller's own work (imports, say) on a second core. Each piece is
+    handed back to the allocator as soon as it is touched, so whatever is done by the
+    time the caller needs memory serves it, and the caller never waits for the rest.
 
     Parameters
     ----------
     nbytes : int
         Bytes to reserve [B]; 0 does nothing.
     background : bool
-        False touches the pages in the calling thread, before returning.
+        False touches every piece in the calling thread, before returning.
 
     Returns
     -------
     callable
-        ``finish()``: waits for the touching and hands the block back to the
-        allocator; call it before the allocations it is meant to serve. Returns True
-        if the heap was reserved.
+        ``finish(wait=False)``: stops the touching after the piece in hand (or, with
+        ``wait=True``, after the last one) and frees the pieces not touched; call it
+        before the allocations the reservation is meant to serve. Returns True if
+        heap was reserved.
     """
     if nbytes <= 0 or not tune_allocator():
-        return lambda: False
-    block = _malloc(nbytes)
-    if block is None:
-        return lambda: False
-    touch = threading.Thread(
-        target=ctypes.memset, args=(block, 0, int(nbytes)), name="heap-reserve", daemon=True
-    )
-    if background:
-        touch.start()
-    else:
-        touch.run()
+        return lambda wait=False: False
+    pieces = []
+    for _ in range(-(-int(nbytes) // RESERVE_CHUNK_BYTES)):
+        block = _malloc(RESERVE_CHUNK_BYTES)
+        if block is None:
+            break
+        pieces.append(block)
+    if not pieces:
+        return lambda wait=False: False
+    lock = threading.Lock()
+    stop = threading.Event()
+    untouched = list(reversed(pieces))  # touched in allocation order
 
-    def finish() -> bool:
+    def take() -> int | None:
+        with lock:
+            return None if stop.is_set() or not untouched else untouched.pop()
+
+    def touch_all() -> None:
+        while (block := take()) is not None:
+            ctypes.memset(block, 0, RESERVE_CHUNK_BYTES)  # every page
+            _libc().free(block)
+
+    toucher = threading.Thread(target=touch_all, name="heap-reserve", daemon=True)
+    if background:
+        toucher.start()
+    else:
+        touch_all()
+
+    def finish(wait: bool = False) -> bool:
         if background:
-            touch.join()
-        _libc().free(block)
+            if not wait:
+                stop.set()
+            toucher.join()
+        stop.set()
+        with lock:
+            rest = untouched[:]
+            untouched.clear()
+        for block in rest:
+            _libc().free(block)
         return True
 
-    return functools.cache(finish)
+    return finish
