@@ -73,6 +73,20 @@ def test_measure_core_equals_the_separate_kernels(seed):
             assert_allclose([got.ap_flux[i, k], got.ap_err[i, k]], expected, rtol=1e-12)
 
 
+def test_measure_core_without_gaussian_or_with_fewer_radii_changes_nothing_else():
+    # The PSF phase's fitting passes skip the Gaussian flux and the tophat radii.
+    image, var, labels, own, xs, ys, values, table = _crowded_field(3)
+    args = (image, var, values, table, labels, own, xs, ys, 1.6)
+    full = mk.measure_core(*args, np.array([12.0, 6.0, 20.4]), 20, 100, 1e-6)
+    part = mk.measure_core(*args, np.array([12.0]), 20, 100, 1e-6, gaussian=False)
+    for name in ("centroid", "centroid_flags", "shape", "shape_flags"):
+        assert_array_equal(getattr(part, name), getattr(full, name))
+    for name in ("ap_flux", "ap_err", "ap_truncated"):
+        assert_array_equal(getattr(part, name), getattr(full, name)[:, :1])
+    assert np.isnan(part.gaussian).all()
+    assert np.isfinite(full.gaussian).all()
+
+
 def test_boxed_psf_fluxes_equal_plane_psf_fluxes():
     image, var, labels, own, xs, ys, values, table = _crowded_field(4)
     plane = on.noise_plane(values, table, labels)

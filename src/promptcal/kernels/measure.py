@@ -247,7 +247,7 @@ class CoreMeasurements(NamedTuple):
 
 def measure_core(
     image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-    centroid_iter, shape_iter, shape_tolerance,
+    centroid_iter, shape_iter, shape_tolerance, gaussian=True,
 ) -> CoreMeasurements:  # fmt: skip
     """Centroid, adaptive moments, aperture and Gaussian fluxes, one source at a time.
 
@@ -265,6 +265,9 @@ def measure_core(
         (:func:`~promptcal.kernels.noise.footprint_noise_boxes`).
     radii : numpy.ndarray
         float64 aperture radii [px].
+    gaussian : bool
+        Whether to measure the Gaussian flux; without it, that row is NaN (the
+        other measurements are the same either way).
 
     Returns
     -------
@@ -273,7 +276,7 @@ def measure_core(
     """
     out = _measure_core(
         image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-        centroid_iter, shape_iter, shape_tolerance,
+        centroid_iter, shape_iter, shape_tolerance, bool(gaussian),
     )  # fmt: skip
     return CoreMeasurements(*out)
 
@@ -281,7 +284,7 @@ def measure_core(
 @kernel
 def _measure_core(
     image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-    centroid_iter, shape_iter, shape_tolerance,
+    centroid_iter, shape_iter, shape_tolerance, gaussian,
 ):  # fmt: skip
     """The kernel of :func:`measure_core` (returns a plain tuple)."""
     n = x_start.size
@@ -289,7 +292,7 @@ def _measure_core(
     cflags = np.zeros(n, np.int32)
     shape = np.empty((3, n))
     sflags = np.zeros(n, np.int32)
-    gaussian = np.empty((2, n))
+    g_flux = np.full((2, n), np.nan)
     ap_flux = np.zeros((n, radii.size))
     ap_err = np.zeros((n, radii.size))
     ap_trunc = np.zeros((n, radii.size), np.bool_)
@@ -312,7 +315,8 @@ def _measure_core(
             image, variance, noise, table, labels, own[i], xc, yc, radii.max(), limits, rank,
             abuf, rows, ap_flux[i], ap_err[i], ap_trunc[i],
         )  # fmt: skip
-        gaussian[0, i], gaussian[1, i] = gaussian_flux_one(
-            image, variance, noise, table, labels, own[i], xc, yc, wxx, wyy, wxy
-        )
-    return centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, gaussian
+        if gaussian:
+            g_flux[0, i], g_flux[1, i] = gaussian_flux_one(
+                image, variance, noise, table, labels, own[i], xc, yc, wxx, wyy, wxy
+            )
+    return centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, g_flux
