@@ -14,6 +14,7 @@ import numpy as np
 
 from promptcal.kernels._jit import kernel
 from promptcal.kernels.noise import noise_at
+from promptcal.kernels.warm import warm_rows
 
 # Beyond this quadratic form q the weight exp(-q/2) < 1e-304 is evaluated directly,
 # so the row recurrence of :func:`weight_step` never steps through underflowed values.
@@ -257,7 +258,13 @@ def _boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, stamp_
     flux = np.full(n, np.nan)
     err = np.full(n, np.nan)
     truncated = np.zeros(n, np.bool_)
+    warmed = np.zeros(1)  # the next stamp's pixels are warmed (promptcal.kernels.warm)
     for i in range(n):
+        if i + 1 < n:
+            x, y = stamp_x0[i + 1], stamp_y0[i + 1]
+            box = (x, x + size - 1, y, y + size - 1)
+            warmed[0] += warm_rows(image, *box) + warm_rows(variance, *box)
+            warmed[0] += warm_rows(labels, *box)
         spi = 0.0
         spp = 0.0
         sppv = 0.0
@@ -296,7 +303,11 @@ def mask_or(mask, labels, own, bbox, xc, yc):
     height, width = mask.shape
     fp_bits = np.zeros(n, np.int32)
     c_bits = np.zeros(n, np.int32)
+    warmed = np.zeros(1)  # the next box is warmed (promptcal.kernels.warm)
     for i in range(n):
+        if i + 1 < n:
+            box = (bbox[i + 1, 0], bbox[i + 1, 2], bbox[i + 1, 1], bbox[i + 1, 3])
+            warmed[0] += warm_rows(mask, *box) + warm_rows(labels, *box)
         for yy in range(bbox[i, 1], bbox[i, 3] + 1):
             for xx in range(bbox[i, 0], bbox[i, 2] + 1):
                 if labels[yy, xx] == own[i]:

@@ -29,6 +29,7 @@ from promptcal.kernels.fluxes import (
     weight_step,
 )
 from promptcal.kernels.noise import flat, noise_at, plane_table
+from promptcal.kernels.warm import warm_rows
 
 # Bits of the shape flag word.
 SHAPE_FAILED = 1
@@ -282,6 +283,15 @@ def measure_core(
 
 
 @kernel
+def _warm_source(image, variance, labels, x, y, reach):
+    """:func:`~promptcal.kernels.warm.warm_rows` of the three planes within ``reach`` of (x, y)."""
+    ix = int(np.floor(x + 0.5))
+    iy = int(np.floor(y + 0.5))
+    box = (ix - reach, ix + reach, iy - reach, iy + reach)
+    return warm_rows(image, *box) + warm_rows(variance, *box) + warm_rows(labels, *box)
+
+
+@kernel
 def _measure_core(
     image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
     centroid_iter, shape_iter, shape_tolerance, gaussian,
@@ -300,7 +310,15 @@ def _measure_core(
     mbuf = np.empty(129 * 129)
     limits, rank = distinct_radii(radii)
     abuf, rows = aperture_buffers(radii, limits.size)
+    # The next source's box (its widest aperture around the peak) is warmed while
+    # this one is measured (:mod:`promptcal.kernels.warm`); ``warmed`` keeps the reads.
+    reach = int(np.ceil(max(radii.max(), 4.0 * sigma))) + 2
+    warmed = np.zeros(1)
     for i in range(n):
+        if i + 1 < n:
+            warmed[0] += _warm_source(
+                image, variance, labels, x_start[i + 1], y_start[i + 1], reach
+            )
         xc, yc, xe, ye, cf = centroid_one(
             image, variance, noise, table, labels, own[i], x_start[i], y_start[i], sigma,
             centroid_iter, cbuf,
