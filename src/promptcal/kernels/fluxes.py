@@ -120,7 +120,8 @@ def aperture_fluxes_one(
     first, then all pixels of the widest chords in one loop of independent loads,
     then each disc's sum over its own chords in increasing y and x: per radius the
     same additions in the same order as a pixel-by-pixel test, so the sums are those
-    of the disc test exactly.
+    of the disc test exactly. The largest disc is summed in the loading loop itself,
+    which visits its pixels in that order.
     """
     height, width = image.shape
     n_u = limits.size
@@ -144,21 +145,30 @@ def aperture_fluxes_one(
                 b = a - 1
             lo[j, t] = max(a, 0)
             hi[j, t] = min(b, width - 1)
+    outer = 0.0
+    outer_var = 0.0
     for j in range(y1 - y0 + 1):
         yy = y0 + j
         for xx in range(lo[j, n_u - 1], hi[j, n_u - 1] + 1):
             lab = labels[yy, xx]
-            seen[j, xx - x0] = image[yy, xx]
+            value = np.float64(image[yy, xx])
             if (lab != 0) & (lab != own):
-                seen[j, xx - x0] = noise_at(noise, table, lab, yy, xx)
-            seen_var[j, xx - x0] = variance[yy, xx]
+                value = noise_at(noise, table, lab, yy, xx)
+            var = np.float64(variance[yy, xx])
+            seen[j, xx - x0] = value
+            seen_var[j, xx - x0] = var
+            outer += value
+            outer_var += var
     for t in range(n_u):
-        total = 0.0
-        total_var = 0.0
-        for j in range(y1 - y0 + 1):
-            for xx in range(lo[j, t], hi[j, t] + 1):
-                total += seen[j, xx - x0]
-                total_var += seen_var[j, xx - x0]
+        total = outer
+        total_var = outer_var
+        if t < n_u - 1:
+            total = 0.0
+            total_var = 0.0
+            for j in range(y1 - y0 + 1):
+                for xx in range(lo[j, t], hi[j, t] + 1):
+                    total += seen[j, xx - x0]
+                    total_var += seen_var[j, xx - x0]
         for k in range(rank.size):
             if rank[k] == t:
                 flux[k] = total
