@@ -52,7 +52,64 @@ def _load_box(image, noise, table, labels, own, box, seen):
 
 @kernel
 def _moment_sums(seen, box, xc, yc, ixx, iyy, ixy):
-    """Σw·I, Σw·I·dx², Σw·I·dy², Σw·I·dx·dy over ``box`` of the weight truncated at q = 32."""
+    """Σw·I, Σw·I·dx², Σw·I·dy², Σw·I·dx·dy over ``box`` of the weight truncated at q = 32.
+
+    Where the weight follows the row recurrence (:func:`weight_step`), a row's pixels
+    with q ≤ 32 are one run (q is convex along the row, and neighbouring pixels' q
+    differ by far more than its rounding), so q is evaluated only to find the ends of
+    the run and the first weight; the sums are term for term those of a test at
+    every pixel (:func:`_moment_sums_tested`).
+    """
+    if not 0.0 < ixx <= 1.0:
+        return _moment_sums_tested(seen, box, xc, yc, ixx, iyy, ixy)
+    e_a = np.exp(-ixx)
+    s0 = 0.0
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    x_lo = box[0]
+    x_hi = box[1]
+    for yy in range(box[2], box[3]):
+        dy = yy - yc
+        first = (yy - box[2]) * (x_hi - x_lo) - x_lo  # seen[first + xx] is pixel xx
+        a = x_lo
+        while a < x_hi:
+            dx = a - xc
+            if not (ixx * dx * dx + iyy * dy * dy + 2.0 * ixy * dx * dy > 32.0):
+                break
+            a += 1
+        if a == x_hi:
+            continue
+        b = x_hi - 1
+        while True:  # stops at a at the latest
+            dx = b - xc
+            if not (ixx * dx * dx + iyy * dy * dy + 2.0 * ixy * dx * dy > 32.0):
+                break
+            b -= 1
+        dx = a - xc
+        q = ixx * dx * dx + iyy * dy * dy + 2.0 * ixy * dx * dy
+        w, g, _ = weight_step(q, dx, dy, ixx, ixy, e_a, 0.0, 0.0, False)
+        v = w * seen[first + a]
+        s0 += v
+        sxx += v * dx * dx
+        syy += v * dy * dy
+        sxy += v * dx * dy
+        for xx in range(a + 1, b + 1):
+            dx = xx - xc
+            # weight_step while running (q ≤ 32 is below its direct-exp limit)
+            w = w * g
+            g = g * e_a
+            v = w * seen[first + xx]
+            s0 += v
+            sxx += v * dx * dx
+            syy += v * dy * dy
+            sxy += v * dx * dy
+    return s0, sxx, syy, sxy
+
+
+@kernel
+def _moment_sums_tested(seen, box, xc, yc, ixx, iyy, ixy):
+    """:func:`_moment_sums` with q evaluated and tested at every pixel."""
     e_a = np.exp(-ixx)
     s0 = 0.0
     sxx = 0.0
