@@ -64,6 +64,10 @@ def test_binned_clipped_mean_matches_numpy_oracle(seed):
         np.random.default_rng(6).integers(0, 4, 4000).astype(np.float64),  # many ties
         np.full(1000, 7.25),  # constant
         np.concatenate([np.full(999, 3.0), [1e9]]),  # zero spread in the subsample
+        # A few far outliers: the histogram is placed on the bulk, not on their spread.
+        np.concatenate([np.random.default_rng(7).normal(0, 1, 4000), np.geomspace(1e2, 1e5, 40)]),
+        # A bulk without spread: the refinement keeps the plain spread.
+        np.concatenate([np.full(3000, 5.0), np.random.default_rng(8).normal(0, 1e3, 100)]),
     ],
 )
 def test_order_statistics_and_quartiles_match_numpy(data):

@@ -73,6 +73,20 @@ def test_measure_core_equals_the_separate_kernels(seed):
             assert_allclose([got.ap_flux[i, k], got.ap_err[i, k]], expected, rtol=1e-12)
 
 
+def test_measure_core_without_gaussian_or_with_fewer_radii_changes_nothing_else():
+    # The PSF phase's fitting passes skip the Gaussian flux and the tophat radii.
+    image, var, labels, own, xs, ys, values, table = _crowded_field(3)
+    args = (image, var, values, table, labels, own, xs, ys, 1.6)
+    full = mk.measure_core(*args, np.array([12.0, 6.0, 20.4]), 20, 100, 1e-6)
+    part = mk.measure_core(*args, np.array([12.0]), 20, 100, 1e-6, gaussian=False)
+    for name in ("centroid", "centroid_flags", "shape", "shape_flags"):
+        assert_array_equal(getattr(part, name), getattr(full, name))
+    for name in ("ap_flux", "ap_err", "ap_truncated"):
+        assert_array_equal(getattr(part, name), getattr(full, name)[:, :1])
+    assert np.isnan(part.gaussian).all()
+    assert np.isfinite(full.gaussian).all()
+
+
 def test_boxed_psf_fluxes_equal_plane_psf_fluxes():
     image, var, labels, own, xs, ys, values, table = _crowded_field(4)
     plane = on.noise_plane(values, table, labels)
@@ -160,3 +174,22 @@ def test_adaptive_moments_of_extended_sources_reach_the_oracle_fixed_point(ixx, 
         rtol=1e-9,
     )
     assert_allclose(w, [ixx, iyy, ixy], rtol=0.02, atol=0.05)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_moment_sums_over_runs_equal_the_sums_that_test_every_pixel(seed):
+    rng = np.random.default_rng(seed)
+    seen = rng.normal(0.0, 1.0, 129 * 129)
+    for _ in range(300):
+        x_lo, y_lo = rng.integers(0, 60, 2)
+        width, height = rng.integers(1, 45, 2)
+        box = np.array([x_lo, x_lo + width, y_lo, y_lo + height], np.int64)
+        xc = rng.uniform(x_lo - 8.0, x_lo + width + 8.0)
+        yc = rng.uniform(y_lo - 8.0, y_lo + height + 8.0)
+        # weights from narrower than a pixel (direct exp) to wide and elongated
+        sxx, syy = np.exp(rng.uniform(np.log(0.3), np.log(80.0), 2))
+        sxy = rng.uniform(-0.95, 0.95) * np.sqrt(sxx * syy)
+        det = sxx * syy - sxy * sxy
+        inverse = (syy / det, sxx / det, -sxy / det)
+        got = mk._moment_sums(seen, box, xc, yc, *inverse)
+        assert got == mk._moment_sums_tested(seen, box, xc, yc, *inverse)

@@ -14,6 +14,7 @@ import numpy as np
 
 from promptcal.kernels._jit import kernel
 from promptcal.kernels.noise import noise_at
+from promptcal.kernels.warm import warm_rows
 
 # Beyond this quadratic form q the weight exp(-q/2) < 1e-304 is evaluated directly,
 # so the row recurrence of :func:`weight_step` never steps through underflowed values.
@@ -119,7 +120,8 @@ def aperture_fluxes_one(
     first, then all pixels of the widest chords in one loop of independent loads,
     then each disc's sum over its own chords in increasing y and x: per radius the
     same additions in the same order as a pixel-by-pixel test, so the sums are those
-    of the disc test exactly.
+    of the disc test exactly. The largest disc is summed in the loading loop itself,
+    which visits its pixels in that order.
     """
     height, width = image.shape
     n_u = limits.size
@@ -143,21 +145,30 @@ def aperture_fluxes_one(
                 b = a - 1
             lo[j, t] = max(a, 0)
             hi[j, t] = min(b, width - 1)
+    outer = 0.0
+    outer_var = 0.0
     for j in range(y1 - y0 + 1):
         yy = y0 + j
         for xx in range(lo[j, n_u - 1], hi[j, n_u - 1] + 1):
             lab = labels[yy, xx]
-            seen[j, xx - x0] = image[yy, xx]
+            value = np.float64(image[yy, xx])
             if (lab != 0) & (lab != own):
-                seen[j, xx - x0] = noise_at(noise, table, lab, yy, xx)
-            seen_var[j, xx - x0] = variance[yy, xx]
+                value = noise_at(noise, table, lab, yy, xx)
+            var = np.float64(variance[yy, xx])
+            seen[j, xx - x0] = value
+            seen_var[j, xx - x0] = var
+            outer += value
+            outer_var += var
     for t in range(n_u):
-        total = 0.0
-        total_var = 0.0
-        for j in range(y1 - y0 + 1):
-            for xx in range(lo[j, t], hi[j, t] + 1):
-                total += seen[j, xx - x0]
-                total_var += seen_var[j, xx - x0]
+        total = outer
+        total_var = outer_var
+        if t < n_u - 1:
+            total = 0.0
+            total_var = 0.0
+            for j in range(y1 - y0 + 1):
+                for xx in range(lo[j, t], hi[j, t] + 1):
+                    total += seen[j, xx - x0]
+                    total_var += seen_var[j, xx - x0]
         for k in range(rank.size):
             if rank[k] == t:
                 flux[k] = total
@@ -257,7 +268,13 @@ def _boxed_psf_fluxes(image, variance, noise, table, labels, own, stamps, stamp_
     flux = np.full(n, np.nan)
     err = np.full(n, np.nan)
     truncated = np.zeros(n, np.bool_)
+    warmed = np.zeros(1)  # the next stamp's pixels are warmed (promptcal.kernels.warm)
     for i in range(n):
+        if i + 1 < n:
+            x, y = stamp_x0[i + 1], stamp_y0[i + 1]
+            box = (x, x + size - 1, y, y + size - 1)
+            warmed[0] += warm_rows(image, *box) + warm_rows(variance, *box)
+            warmed[0] += warm_rows(labels, *box)
         spi = 0.0
         spp = 0.0
         sppv = 0.0
@@ -296,7 +313,11 @@ def mask_or(mask, labels, own, bbox, xc, yc):
     height, width = mask.shape
     fp_bits = np.zeros(n, np.int32)
     c_bits = np.zeros(n, np.int32)
+    warmed = np.zeros(1)  # the next box is warmed (promptcal.kernels.warm)
     for i in range(n):
+        if i + 1 < n:
+            box = (bbox[i + 1, 0], bbox[i + 1, 2], bbox[i + 1, 1], bbox[i + 1, 3])
+            warmed[0] += warm_rows(mask, *box) + warm_rows(labels, *box)
         for yy in range(bbox[i, 1], bbox[i, 3] + 1):
             for xx in range(bbox[i, 0], bbox[i, 2] + 1):
                 if labels[yy, xx] == own[i]:

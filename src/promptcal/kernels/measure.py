@@ -29,6 +29,7 @@ from promptcal.kernels.fluxes import (
     weight_step,
 )
 from promptcal.kernels.noise import flat, noise_at, plane_table
+from promptcal.kernels.warm import warm_rows
 
 # Bits of the shape flag word.
 SHAPE_FAILED = 1
@@ -51,7 +52,64 @@ def _load_box(image, noise, table, labels, own, box, seen):
 
 @kernel
 def _moment_sums(seen, box, xc, yc, ixx, iyy, ixy):
-    """Σw·I, Σw·I·dx², Σw·I·dy², Σw·I·dx·dy over ``box`` of the weight truncated at q = 32."""
+    """Σw·I, Σw·I·dx², Σw·I·dy², Σw·I·dx·dy over ``box`` of the weight truncated at q = 32.
+
+    Where the weight follows the row recurrence (:func:`weight_step`), a row's pixels
+    with q ≤ 32 are one run (q is convex along the row, and neighbouring pixels' q
+    differ by far more than its rounding), so q is evaluated only to find the ends of
+    the run and the first weight; the sums are term for term those of a test at
+    every pixel (:func:`_moment_sums_tested`).
+    """
+    if not 0.0 < ixx <= 1.0:
+        return _moment_sums_tested(seen, box, xc, yc, ixx, iyy, ixy)
+    e_a = np.exp(-ixx)
+    s0 = 0.0
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    x_lo = box[0]
+    x_hi = box[1]
+    for yy in range(box[2], box[3]):
+        dy = yy - yc
+        first = (yy - box[2]) * (x_hi - x_lo) - x_lo  # seen[first + xx] is pixel xx
+        a = x_lo
+        while a < x_hi:
+            dx = a - xc
+            if not (ixx * dx * dx + iyy * dy * dy + 2.0 * ixy * dx * dy > 32.0):
+                break
+            a += 1
+        if a == x_hi:
+            continue
+        b = x_hi - 1
+        while True:  # stops at a at the latest
+            dx = b - xc
+            if not (ixx * dx * dx + iyy * dy * dy + 2.0 * ixy * dx * dy > 32.0):
+                break
+            b -= 1
+        dx = a - xc
+        q = ixx * dx * dx + iyy * dy * dy + 2.0 * ixy * dx * dy
+        w, g, _ = weight_step(q, dx, dy, ixx, ixy, e_a, 0.0, 0.0, False)
+        v = w * seen[first + a]
+        s0 += v
+        sxx += v * dx * dx
+        syy += v * dy * dy
+        sxy += v * dx * dy
+        for xx in range(a + 1, b + 1):
+            dx = xx - xc
+            # weight_step while running (q ≤ 32 is below its direct-exp limit)
+            w = w * g
+            g = g * e_a
+            v = w * seen[first + xx]
+            s0 += v
+            sxx += v * dx * dx
+            syy += v * dy * dy
+            sxy += v * dx * dy
+    return s0, sxx, syy, sxy
+
+
+@kernel
+def _moment_sums_tested(seen, box, xc, yc, ixx, iyy, ixy):
+    """:func:`_moment_sums` with q evaluated and tested at every pixel."""
     e_a = np.exp(-ixx)
     s0 = 0.0
     sxx = 0.0
@@ -247,7 +305,7 @@ class CoreMeasurements(NamedTuple):
 
 def measure_core(
     image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-    centroid_iter, shape_iter, shape_tolerance,
+    centroid_iter, shape_iter, shape_tolerance, gaussian=True,
 ) -> CoreMeasurements:  # fmt: skip
     """Centroid, adaptive moments, aperture and Gaussian fluxes, one source at a time.
 
@@ -265,6 +323,9 @@ def measure_core(
         (:func:`~promptcal.kernels.noise.footprint_noise_boxes`).
     radii : numpy.ndarray
         float64 aperture radii [px].
+    gaussian : bool
+        Whether to measure the Gaussian flux; without it, that row is NaN (the
+        other measurements are the same either way).
 
     Returns
     -------
@@ -273,15 +334,24 @@ def measure_core(
     """
     out = _measure_core(
         image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-        centroid_iter, shape_iter, shape_tolerance,
+        centroid_iter, shape_iter, shape_tolerance, bool(gaussian),
     )  # fmt: skip
     return CoreMeasurements(*out)
 
 
 @kernel
+def _warm_source(image, variance, labels, x, y, reach):
+    """:func:`~promptcal.kernels.warm.warm_rows` of the three planes within ``reach`` of (x, y)."""
+    ix = int(np.floor(x + 0.5))
+    iy = int(np.floor(y + 0.5))
+    box = (ix - reach, ix + reach, iy - reach, iy + reach)
+    return warm_rows(image, *box) + warm_rows(variance, *box) + warm_rows(labels, *box)
+
+
+@kernel
 def _measure_core(
     image, variance, noise, table, labels, own, x_start, y_start, sigma, radii,
-    centroid_iter, shape_iter, shape_tolerance,
+    centroid_iter, shape_iter, shape_tolerance, gaussian,
 ):  # fmt: skip
     """The kernel of :func:`measure_core` (returns a plain tuple)."""
     n = x_start.size
@@ -289,7 +359,7 @@ def _measure_core(
     cflags = np.zeros(n, np.int32)
     shape = np.empty((3, n))
     sflags = np.zeros(n, np.int32)
-    gaussian = np.empty((2, n))
+    g_flux = np.full((2, n), np.nan)
     ap_flux = np.zeros((n, radii.size))
     ap_err = np.zeros((n, radii.size))
     ap_trunc = np.zeros((n, radii.size), np.bool_)
@@ -297,7 +367,15 @@ def _measure_core(
     mbuf = np.empty(129 * 129)
     limits, rank = distinct_radii(radii)
     abuf, rows = aperture_buffers(radii, limits.size)
+    # The next source's box (its widest aperture around the peak) is warmed while
+    # this one is measured (:mod:`promptcal.kernels.warm`); ``warmed`` keeps the reads.
+    reach = int(np.ceil(max(radii.max(), 4.0 * sigma))) + 2
+    warmed = np.zeros(1)
     for i in range(n):
+        if i + 1 < n:
+            warmed[0] += _warm_source(
+                image, variance, labels, x_start[i + 1], y_start[i + 1], reach
+            )
         xc, yc, xe, ye, cf = centroid_one(
             image, variance, noise, table, labels, own[i], x_start[i], y_start[i], sigma,
             centroid_iter, cbuf,
@@ -312,7 +390,8 @@ def _measure_core(
             image, variance, noise, table, labels, own[i], xc, yc, radii.max(), limits, rank,
             abuf, rows, ap_flux[i], ap_err[i], ap_trunc[i],
         )  # fmt: skip
-        gaussian[0, i], gaussian[1, i] = gaussian_flux_one(
-            image, variance, noise, table, labels, own[i], xc, yc, wxx, wyy, wxy
-        )
-    return centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, gaussian
+        if gaussian:
+            g_flux[0, i], g_flux[1, i] = gaussian_flux_one(
+                image, variance, noise, table, labels, own[i], xc, yc, wxx, wyy, wxy
+            )
+    return centroid, cflags, shape, sflags, ap_flux, ap_err, ap_trunc, g_flux

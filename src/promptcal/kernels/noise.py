@@ -19,6 +19,7 @@ import numpy as np
 
 from promptcal.kernels._jit import kernel
 from promptcal.kernels.order_statistics import select_kth
+from promptcal.kernels.warm import warm_rows
 
 _MT_N = 624
 _MT_M = 397
@@ -149,7 +150,12 @@ def footprint_noise_boxes(labels, bbox, sigma, seed):
     state = np.array([float(_MT_N), 0.0, 0.0])
     block = np.empty(_BLOCK)
     used = _BLOCK
+    warmed = np.zeros(1)  # the next box's labels are warmed (promptcal.kernels.warm)
     for i in range(n):
+        if i + 1 < n:
+            warmed[0] += warm_rows(
+                labels, bbox[i + 1, 0], bbox[i + 1, 2], bbox[i + 1, 1], bbox[i + 1, 3]
+            )
         k = table[i + 1, 0]
         for y in range(bbox[i, 1], bbox[i, 3] + 1):
             for x in range(bbox[i, 0], bbox[i, 2] + 1):

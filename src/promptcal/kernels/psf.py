@@ -131,6 +131,7 @@ def _registered_stamps(
     stamps = np.zeros((n, size, size))
     variances = np.zeros((n, size, size))
     off_image = np.zeros(n, np.bool_)
+    rows = np.empty((size + 2 * order - 1, size))
     for i in range(n):
         fx = np.floor(xc[i])
         fy = np.floor(yc[i])
@@ -141,20 +142,25 @@ def _registered_stamps(
         if bx < 0 or by < 0 or bx + size + 2 * order > width or by + size + 2 * order > height:
             off_image[i] = True
             continue
+        # The resampled rows, each shared by 2·order output rows: the same sums as
+        # resampling every output pixel from scratch, computed once.
+        for r in range(size + 2 * order - 1):
+            yy = by + r
+            for k in range(size):
+                row = 0.0
+                for tx in range(2 * order):
+                    xx = bx + k + tx
+                    lab = labels[yy, xx]
+                    if lab == 0 or lab == own[i]:
+                        row += wx[tx] * image[yy, xx]
+                    else:  # rare: a neighbour's pixel
+                        row += wx[tx] * noise_at(noise_values, noise_table, lab, yy, xx)
+                rows[r, k] = row
         for j in range(size):
             for k in range(size):
                 acc = 0.0
                 for ty in range(2 * order):
-                    yy = by + j + ty
-                    row = 0.0
-                    for tx in range(2 * order):
-                        xx = bx + k + tx
-                        lab = labels[yy, xx]
-                        if lab == 0 or lab == own[i]:
-                            row += wx[tx] * image[yy, xx]
-                        else:  # rare: a neighbour's pixel
-                            row += wx[tx] * noise_at(noise_values, noise_table, lab, yy, xx)
-                    acc += wy[ty] * row
+                    acc += wy[ty] * rows[j + ty, k]
                 stamps[i, j, k] = acc
                 vy = int(np.floor(yc[i] + 0.5)) - half + j
                 vx = int(np.floor(xc[i] + 0.5)) - half + k

@@ -130,6 +130,7 @@ def measure_sources(
     *,
     ids: np.ndarray,
     seed: int,
+    for_psf_fit: bool = False,
 ) -> SourceCatalog:
     """Measure every seed source on ``exposure`` (background-subtracted, counts).
 
@@ -149,6 +150,11 @@ def measure_sources(
         int64 source ids.
     seed : int
         Seed of the noise replacer.
+    for_psf_fit : bool
+        Only the columns that the PSF star selection and fit read (centroid, shape,
+        PsfFlux, the circular aperture, pixel flags): the Gaussian and
+        compensated-tophat fluxes are left out, which saves the widest aperture.
+        Every column that is made has the values of a full measurement.
 
     Returns
     -------
@@ -168,9 +174,12 @@ def measure_sources(
     r_in = config.tophat_radius
     r_out = r_in * config.tophat_outer_factor
     radii = np.array([config.aperture_radius, r_in, r_out], np.float64)
+    if for_psf_fit:
+        radii = radii[:1]
     core = mk.measure_core(
         image, variance, noise, table, labels, own, seeds.x, seeds.y, sigma, radii,
         config.centroid_max_iterations, config.shape_max_iterations, config.shape_tolerance,
+        gaussian=not for_psf_fit,
     )  # fmt: skip
     xc, yc, xe, ye = core.centroid
     ixx, iyy, ixy = core.shape
@@ -206,17 +215,13 @@ def measure_sources(
     cat.set_slot("slot_CalibFlux", ap_name)
     _flux_columns(cat, ap_name, ap_flux[:, 0], ap_err[:, 0], ap_trunc[:, 0])
     cat[f"{ap_name}_flag_apertureTruncated"] = ap_trunc[:, 0]
-    _flux_columns(cat, "base_GaussianFlux", g_flux, g_err, ~np.isfinite(g_flux))
+    if not for_psf_fit:
+        _flux_columns(cat, "base_GaussianFlux", g_flux, g_err, ~np.isfinite(g_flux))
     psf_bad = psf_fluxes.truncated | ~np.isfinite(psf_fluxes.flux) | (cflags != 0)
     _flux_columns(cat, "base_PsfFlux", psf_fluxes.flux, psf_fluxes.flux_err, psf_bad)
     cat["base_PsfFlux_flag_edge"] = psf_fluxes.truncated
-    scale = 1.0 / (config.tophat_outer_factor**2 - 1.0)
-    tophat = ap_flux[:, 1] - (ap_flux[:, 2] - ap_flux[:, 1]) * scale
-    # tophat = A_in − scale × A_annulus, and the two sums are independent.
-    with np.errstate(invalid="ignore"):  # inf − inf where NO_DATA pixels are summed
-        annulus_var = np.maximum(ap_err[:, 2] ** 2 - ap_err[:, 1] ** 2, 0)
-    tophat_err = np.sqrt(ap_err[:, 1] ** 2 + annulus_var * scale**2)
-    _flux_columns(cat, tophat_name, tophat, tophat_err, ap_trunc[:, 2])
+    if not for_psf_fit:
+        _tophat_columns(cat, tophat_name, config, ap_flux, ap_err, ap_trunc)
     for flag, plane in PIXEL_FLAG_PLANES.items():
         bit = mask.bit(plane)
         cat[f"base_PixelFlags_flag_{flag}"] = (fp_bits & bit) != 0
@@ -234,6 +239,17 @@ def flux_names(config: MeasurementConfig) -> tuple[str, str]:
     aperture = f"base_CircularApertureFlux_{config.aperture_radius:.1f}".replace(".", "_")
     tophat = f"base_CompensatedTophatFlux_{round(config.tophat_radius)}"
     return aperture, tophat
+
+
+def _tophat_columns(cat, name, config: MeasurementConfig, ap_flux, ap_err, ap_trunc) -> None:
+    """The compensated tophat from apertures 1 (inner) and 2 (outer) [image unit]."""
+    scale = 1.0 / (config.tophat_outer_factor**2 - 1.0)
+    tophat = ap_flux[:, 1] - (ap_flux[:, 2] - ap_flux[:, 1]) * scale
+    # tophat = A_in − scale × A_annulus, and the two sums are independent.
+    with np.errstate(invalid="ignore"):  # inf − inf where NO_DATA pixels are summed
+        annulus_var = np.maximum(ap_err[:, 2] ** 2 - ap_err[:, 1] ** 2, 0)
+    tophat_err = np.sqrt(ap_err[:, 1] ** 2 + annulus_var * scale**2)
+    _flux_columns(cat, name, tophat, tophat_err, ap_trunc[:, 2])
 
 
 def _flux_columns(cat, name, flux, err, flag) -> None:

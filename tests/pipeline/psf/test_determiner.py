@@ -17,7 +17,8 @@ from promptcal.core.catalog import SourceCatalog
 from promptcal.core.errors import NoPsfStarsError
 from promptcal.core.exposure import Exposure, Mask
 from promptcal.core.footprints import Footprints
-from promptcal.pipeline.measurement import SourceSeeds
+from promptcal.core.psf_model import GaussianPsf
+from promptcal.pipeline.measurement import MeasurementConfig, SourceSeeds, measure_sources
 from promptcal.pipeline.psf.determiner import (
     SELECTOR_BAD_FLAGS,
     PsfDeterminerConfig,
@@ -171,3 +172,19 @@ def test_fit_without_usable_stars_raises():
     with pytest.raises(NoPsfStarsError, match="only 0 usable PSF stars") as info:
         fit_psf(exposure, footprints, seeds, cat, np.ones(4, bool), PsfDeterminerConfig(), 1.5, 1)
     assert info.value.metadata["n_candidates"] == 4
+
+
+def test_the_fitting_passes_catalog_is_the_full_one_without_the_unread_fluxes():
+    exposure, footprints, seeds, _ = _star_field(lambda x, y: ELLIPTICAL)
+    psf, config, ids = GaussianPsf(1.5), MeasurementConfig(), np.arange(seeds.x.size)
+    full = measure_sources(exposure, footprints, seeds, psf, config, ids=ids, seed=3)
+    part = measure_sources(
+        exposure, footprints, seeds, psf, config, ids=ids, seed=3, for_psf_fit=True
+    )
+    assert set(part.colnames) < set(full.colnames)
+    assert not any("Gaussian" in name or "Tophat" in name for name in part.colnames)
+    for name in part.colnames:
+        assert_array_equal(part[name], full[name])
+    candidates = select_psf_candidates(part, PsfStarSelectorConfig())
+    assert candidates.sum() > 10
+    assert_array_equal(candidates, select_psf_candidates(full, PsfStarSelectorConfig()))

@@ -161,12 +161,12 @@ def compute_psf(
     with timer("background"):
         background.append(subtract_background(exposure, config.background))
 
-    def measure(footprints, seeds, psf, ids):
+    def measure(footprints, seeds, psf, ids, for_psf_fit=False):
         # One noise realisation (seed) per footprint set keeps the passes consistent.
         with timer("measurement"):
             cat = measure_sources(
                 exposure, footprints, seeds, psf, config.measurement,
-                ids=ids, seed=id_generator.catalog_seed,
+                ids=ids, seed=id_generator.catalog_seed, for_psf_fit=for_psf_fit,
             )  # fmt: skip
         check_centroids(cat)
         return cat
@@ -193,7 +193,8 @@ def compute_psf(
                 background.append(model)
         seeds = SourceSeeds.brightest_peaks(footprints)
         ids = id_generator.source_ids(seeds.x.size)
-        cat = measure(footprints, seeds, psf, ids)
+        # Only the selection and the fit read this catalog; the final pass measures all.
+        cat = measure(footprints, seeds, psf, ids, for_psf_fit=True)
         with timer("psf"):
             candidates = select_psf_candidates(cat, config.psf_star_selector)
             fit = fit_psf(exposure, footprints, seeds, cat, candidates, config.psf, sigma,
