@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from promptcal.core.kernel_cache import (
+    called_by_kernels,
     kernel_dispatchers,
     preload_kernels,
     record_used_kernels,
@@ -102,3 +103,18 @@ def test_an_unwritable_manifest_is_skipped(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert not record_used_kernels(blocker / "manifest.json")
+
+
+def test_kernels_called_by_other_kernels_are_not_recorded(tmp_path):
+    dispatchers = kernel_dispatchers()
+    callees = called_by_kernels(dispatchers)
+    # _measure_core calls centroid_one; _load_box calls noise_at; nothing calls them back.
+    assert {"centroid.centroid_one", "noise.noise_at"} <= callees
+    assert "measure._measure_core" not in callees
+    # A compiled callee has signatures of its own, but the manifest leaves it out.
+    _signature()
+    manifest = tmp_path / "manifest.json"
+    _write_manifest(manifest, {"centroid.centroid_one": ["(float64,)"]})
+    record_used_kernels(manifest)
+    kernels = json.loads(manifest.read_text())["kernels"]
+    assert not set(kernels) & callees and KERNEL in kernels

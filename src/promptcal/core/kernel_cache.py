@@ -63,13 +63,33 @@ def manifest_path() -> Path:
     return Path(kernels.__path__[0]) / "__pycache__" / MANIFEST_NAME
 
 
+def called_by_kernels(dispatchers: dict[str, Any]) -> set[str]:
+    """Names of the kernels that another kernel calls.
+
+    Their code is linked into the caller's, so loading the caller loads them; a process
+    that compiled its kernels (a cold Numba cache) still gives them signatures of their
+    own, which are not worth preloading.
+    """
+    by_id = {id(d): name for name, d in dispatchers.items()}
+    called: set[str] = set()
+    for name, dispatcher in dispatchers.items():
+        names = dispatcher.py_func.__code__.co_names
+        scope = dispatcher.py_func.__globals__
+        targets = [scope.get(n) for n in names]  # kernels call kernels by imported name
+        called.update(by_id[id(t)] for t in targets if id(t) in by_id and by_id[id(t)] != name)
+    return called
+
+
 def used_kernels() -> dict[str, list[str]]:
     """Kernels with at least one compiled signature in this process, and those
-    signatures (as Numba prints them)."""
+    signatures (as Numba prints them), without those other kernels call
+    (:func:`called_by_kernels`)."""
+    dispatchers = kernel_dispatchers()
+    callees = called_by_kernels(dispatchers)
     return {
         name: sorted(str(sig) for sig in dispatcher.signatures)
-        for name, dispatcher in kernel_dispatchers().items()
-        if dispatcher.signatures
+        for name, dispatcher in dispatchers.items()
+        if dispatcher.signatures and name not in callees
     }
 
 
@@ -105,7 +125,8 @@ def record_used_kernels(path: Path | None = None) -> bool:
     kernels = {k: set(v) for k, v in known.items()}
     for name, signatures in used_kernels().items():
         kernels.setdefault(name, set()).update(signatures)
-    merged = {k: sorted(v) for k, v in sorted(kernels.items())}
+    callees = called_by_kernels(kernel_dispatchers())
+    merged = {k: sorted(v) for k, v in sorted(kernels.items()) if k not in callees}
     if merged == known:
         return False
     document = {"numba": numba.__version__, "kernels": merged}
