@@ -21,6 +21,7 @@ Numba version the project installs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -125,18 +126,20 @@ def record_used_kernels(path: Path | None = None) -> bool:
     kernels = {k: set(v) for k, v in known.items()}
     for name, signatures in used_kernels().items():
         kernels.setdefault(name, set()).update(signatures)
-    callees = called_by_kernels(kernel_dispatchers())
+    callees = called_by_kernels(kernel_dispatchers())  # also those an older run recorded
     merged = {k: sorted(v) for k, v in sorted(kernels.items()) if k not in callees}
     if merged == known:
         return False
     document = {"numba": numba.__version__, "kernels": merged}
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
         partial.write_text(json.dumps(document, indent=1, sort_keys=True))
         os.replace(partial, path)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         log.debug("kernel manifest %s not written: %s", path, exc)
+        with contextlib.suppress(OSError):  # e.g. the directory itself is missing
+            partial.unlink(missing_ok=True)
         return False
     return True
 
