@@ -81,12 +81,14 @@ def called_by_kernels(dispatchers: dict[str, Any]) -> set[str]:
     return called
 
 
-def used_kernels() -> dict[str, list[str]]:
+def used_kernels(
+    dispatchers: dict[str, Any] | None = None, callees: set[str] | None = None
+) -> dict[str, list[str]]:
     """Kernels with at least one compiled signature in this process, and those
     signatures (as Numba prints them), without those other kernels call
-    (:func:`called_by_kernels`)."""
-    dispatchers = kernel_dispatchers()
-    callees = called_by_kernels(dispatchers)
+    (:func:`called_by_kernels`; both computed unless given)."""
+    dispatchers = kernel_dispatchers() if dispatchers is None else dispatchers
+    callees = called_by_kernels(dispatchers) if callees is None else callees
     return {
         name: sorted(str(sig) for sig in dispatcher.signatures)
         for name, dispatcher in dispatchers.items()
@@ -123,10 +125,12 @@ def record_used_kernels(path: Path | None = None) -> bool:
 
     path = manifest_path() if path is None else Path(path)
     known = _read_manifest(path)
+    dispatchers = kernel_dispatchers()
+    callees = called_by_kernels(dispatchers)
     kernels = {k: set(v) for k, v in known.items()}
-    for name, signatures in used_kernels().items():
+    for name, signatures in used_kernels(dispatchers, callees).items():
         kernels.setdefault(name, set()).update(signatures)
-    callees = called_by_kernels(kernel_dispatchers())  # also those an older run recorded
+    # Callees are left out of what an older run recorded too.
     merged = {k: sorted(v) for k, v in sorted(kernels.items()) if k not in callees}
     if merged == known:
         return False
